@@ -1,0 +1,3 @@
+"""hubd: the software of a community-security ward hub."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,304 @@
+"""The ``hubd`` command line: run the daemon, and talk to a running one.
+
+Commands that act on alerts go through the daemon's control socket, so they take the
+same path (and the same checks) as the page and the central server's commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hubd import __version__
+from hubd.config import ConfigError, load_config
+
+SYSTEM_CONFIG = Path("/etc/hubd/hub.toml")
+
+
+def demo_runtime_dir() -> Path:
+    """Where ``hubd demo`` puts its control socket, so plain CLI commands find it."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/hubd-{os.getuid()}"
+    return Path(base) / "hubd-demo"
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if os.environ.get("HUBD_SOCKET"):
+        return Path(os.environ["HUBD_SOCKET"])
+    config = args.config or os.environ.get("HUBD_CONFIG")
+    if config:
+        return load_config(config, check_files=False).control_socket
+    if SYSTEM_CONFIG.exists():
+        return load_config(SYSTEM_CONFIG, check_files=False).control_socket
+    return demo_runtime_dir() / "control.sock"
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = args.config or os.environ.get("HUBD_CONFIG") or SYSTEM_CONFIG
+    return Path(path)
+
+
+def parse_since(text: str) -> float:
+    """'15m', '2h', '3d', an ISO date/time, or seconds since the epoch."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
+    if m:
+        return time.time() - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected e.g. 15m, 2h, 3d, 2026-11-21T08:00 or epoch seconds") from None
+
+
+def _fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _print_alerts(alerts: list[dict[str, Any]]) -> None:
+    if not alerts:
+        print("no alerts")
+        return
+    rows = [("ALERT", "KIND", "STATE", "LVL", "ZONE", "SOURCE", "RAISED")]
+    for a in alerts:
+        state = a["state"] + (f" ({a['outcome']})" if a.get("outcome") else "")
+        state += " silent" if a.get("silent") else ""
+        rows.append((a["id"], a["kind"], state, str(a["level"]), a["zone"] or "-",
+                     a["source"] + (" (remote)" if a.get("remote") else ""), _fmt_time(a["raised_at"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _print_events(events: list[dict[str, Any]]) -> None:
+    for e in events:
+        data = " ".join(f"{k}={v}" for k, v in (e.get("data") or {}).items())
+        print(f"{_fmt_time(e['time'])}  {e['type']:<20} {e.get('alert_id') or '-':<14} "
+              f"by {e['actor']}  {data}".rstrip())
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    print(f"hub {s['ward']}/{s['hub']} {s['name']!r}  hubd {s['version']}  up {s['uptime']:.0f} s"
+          + ("" if s.get("clock_synced", True) else "  CLOCK NOT SYNCED"))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s["alerts"].items())) or "none"
+    print(f"alerts: {counts}; open: {len(s['open_alerts'])}")
+    print("components:")
+    for name, h in s["components"].items():
+        print(f"  {name:<24} {h['status']}" + (f"  ({h['reason']})" if h.get("reason") else ""))
+    for name, info in s["links"].items():
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in info.items()) if isinstance(info, dict)
+              else f"{name}: {info}")
+    if s["outbox"]:
+        for dest, o in s["outbox"].items():
+            print(f"outbox {dest}: {o['depth']} pending, oldest {o['oldest_age']} s")
+
+
+def _remote(args: argparse.Namespace, request: dict[str, Any]) -> int:
+    from hubd.control import ControlError, send_command
+
+    try:
+        reply = send_command(_socket_path(args), request,
+                             timeout=30 + float(request.get("hold", 0)))
+    except (ControlError, ConfigError) as e:
+        print(f"hubd: {e}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(reply, indent=2, default=str))
+        return 0 if reply["ok"] else 1
+    if not reply["ok"]:
+        print(f"hubd: {reply['error']['message']}", file=sys.stderr)
+        return 1
+    result = reply["result"]
+    cmd = request["cmd"]
+    if cmd == "alerts":
+        _print_alerts(result)
+    elif cmd == "events":
+        _print_events(result)
+    elif cmd == "status":
+        _print_status(result)
+    elif cmd in ("ack", "resolve", "cancel"):
+        print(f"{result['id']} is now {result['state']}"
+              + (f" ({result['outcome']})" if result.get("outcome") else ""))
+    elif cmd == "press":
+        print(f"pressed {result['pressed']} for {result['hold']} s")
+    else:
+        print("done")
+    return 0
+
+
+# --- local commands ------------------------------------------------------------------------
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as e:
+        print(f"{args.file}: {len(e.errors)} error(s)", file=sys.stderr)
+        for err in e.errors:
+            print(f"  {err}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK")
+    print(f"  hub {cfg.hub.ward}/{cfg.hub.id} {cfg.hub.name!r}; pins: {cfg.hardware.pin_factory}")
+    print(f"  buttons: {', '.join(f'{b.name} (pin {b.pin}, {b.kind})' for b in cfg.buttons) or 'none'}")
+    print(f"  sirens: {', '.join(f'{s.name} (pin {s.pin})' for s in cfg.sirens) or 'none'}")
+    print(f"  camera: {cfg.camera.backend}; store: {cfg.store_path}")
+    print(f"  page: {'http://%s:%d/' % (cfg.web.bind, cfg.web.port) if cfg.web.enabled else 'off'}")
+    print(f"  mqtt: {f'{cfg.mqtt.host}:{cfg.mqtt.port}' if cfg.mqtt else 'off'}; "
+          f"mesh: {cfg.mesh.connection if cfg.mesh else 'off'}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hubd.daemon import run, setup_logging
+
+    setup_logging(args.log_level)
+    try:
+        cfg = load_config(_config_path(args))
+    except ConfigError as e:
+        for err in e.errors:
+            print(f"hubd: config: {err}", file=sys.stderr)
+        return 2
+    return run(cfg)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hubd.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from hubd.store import Store
+    from hubd.users import UserError, Users
+
+    try:
+        cfg = load_config(_config_path(args), check_files=False)
+    except ConfigError as e:
+        print(f"hubd: config: {'; '.join(e.errors)}", file=sys.stderr)
+        return 2
+    users = Users(Store(cfg.store_path))
+    try:
+        if args.action == "list":
+            for u in users.list():
+                print(f"{u['name']:<20} {u['role']}")
+            return 0
+        if args.action == "remove":
+            users.remove(args.name)
+            print(f"removed {args.name}")
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                print("hubd: the passwords differ", file=sys.stderr)
+                return 1
+        if args.action == "add":
+            users.add(args.name, password, args.role)
+            print(f"added {args.role} {args.name}")
+        else:
+            users.passwd(args.name, password)
+            print(f"password of {args.name} changed")
+    except UserError as e:
+        print(f"hubd: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="config file (default $HUBD_CONFIG, /etc/hubd/hub.toml, "
+                                               "else the running demo)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = argparse.ArgumentParser(prog="hubd", description="Community-security ward hub.")
+    p.add_argument("--version", action="version", version=f"hubd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("run", parents=[common], help="run the daemon")
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("demo", parents=[common], help="run a simulated hub on this machine")
+    s.add_argument("--state-dir", help="where the demo keeps its store (default ~/.local/state/hubd-demo)")
+    s.add_argument("--port", type=int, default=8080, help="page port (default 8080; 0 picks a free one)")
+    s.add_argument("--bind", default="127.0.0.1")
+    s.add_argument("--mqtt", metavar="HOST:PORT", help="also connect to this MQTT broker")
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("check-config", help="validate a config file")
+    s.add_argument("file")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("status", parents=[common], help="health of the running hub")
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "status"}))
+
+    s = sub.add_parser("alerts", parents=[common], help="open alerts (--all for every alert)")
+    s.add_argument("--all", action="store_true")
+    s.add_argument("--limit", type=int, default=200)
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "alerts", "all": a.all, "limit": a.limit}))
+
+    s = sub.add_parser("events", parents=[common], help="the event log")
+    s.add_argument("--since", type=parse_since, help="e.g. 15m, 2h, 1d or an ISO time")
+    s.add_argument("--alert", help="only this alert's events")
+    s.add_argument("--limit", type=int, default=500)
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "events", "limit": a.limit,
+                                              **({"since": a.since} if a.since is not None else {}),
+                                              **({"alert": a.alert} if a.alert else {})}))
+
+    s = sub.add_parser("ack", parents=[common], help="acknowledge an alert")
+    s.add_argument("alert")
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "ack", "alert": a.alert}))
+
+    s = sub.add_parser("resolve", parents=[common], help="resolve an alert")
+    s.add_argument("alert")
+    s.add_argument("--outcome", required=True, choices=["genuine", "false_alarm", "test"])
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "resolve", "alert": a.alert, "outcome": a.outcome}))
+
+    s = sub.add_parser("cancel", parents=[common], help="cancel an alert inside the cancel window")
+    s.add_argument("alert")
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "cancel", "alert": a.alert}))
+
+    s = sub.add_parser("siren", parents=[common], help="siren test or silence")
+    s.add_argument("action", choices=["test", "silence"])
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "siren_test" if a.action == "test" else "silence"}))
+
+    s = sub.add_parser("press", parents=[common], help="press a simulated button (mock pins only)")
+    s.add_argument("button")
+    s.add_argument("--hold", type=float, default=0.2, help="seconds to hold (default 0.2)")
+    s.set_defaults(func=lambda a: _remote(a, {"cmd": "press", "button": a.button, "hold": a.hold}))
+
+    s = sub.add_parser("user", parents=[common], help="page accounts: add, passwd, remove, list")
+    s.add_argument("action", choices=["add", "passwd", "remove", "list"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("--role", choices=["manager", "viewer"], default="manager")
+    s.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    s.set_defaults(func=cmd_user)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "action", None) in ("add", "passwd", "remove") and not args.name:
+        parser.error("user add/passwd/remove need a NAME")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

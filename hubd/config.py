@@ -1,0 +1,428 @@
+"""Hub configuration: one TOML file loaded into frozen dataclasses.
+
+The dataclasses below are the single source of truth.  A JSON Schema is derived
+from them (``config_schema()``) and the file is validated against it with
+``jsonschema`` so that every error names its key path and what was expected;
+checks that a schema cannot express (a pin used twice, a secret file with loose
+permissions) follow in ``_cross_check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+ALERT_KINDS = ("panic", "medical", "fire", "intrusion", "tamper", "fault", "test")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+def _meta(doc: str, **schema: Any) -> dict[str, Any]:
+    return {"doc": doc, "schema": schema}
+
+
+@dataclass(frozen=True)
+class HubIdentity:
+    ward: str = field(metadata=_meta("Ward identifier, used in MQTT topics", pattern=r"^[A-Za-z0-9_-]{1,32}$"))
+    id: str = field(metadata=_meta("Hub identifier, unique in the network; prefixes alert ids",
+                                   pattern=r"^[A-Za-z0-9_-]{1,24}$"))
+    name: str = field(default="", metadata=_meta("Display name"))
+    location: str = field(default="", metadata=_meta("Where the hub is, in words"))
+    state_dir: str = field(default="/var/lib/hubd", metadata=_meta("Store, snapshots, secrets"))
+    runtime_dir: str = field(default="", metadata=_meta(
+        "Control socket directory; empty means $RUNTIME_DIRECTORY, else <state_dir>/run"))
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    name: str = field(metadata=_meta("Button name, used by `hubd press`", pattern=r"^[A-Za-z0-9_-]{1,32}$"))
+    pin: int = field(metadata=_meta("BCM GPIO number", minimum=0, maximum=53))
+    zone: str = field(default="", metadata=_meta("Zone label shown with its alerts"))
+    kind: Literal["panic", "medical", "fire", "intrusion", "tamper", "fault", "test"] = field(
+        default="panic", metadata=_meta("Alert kind this button raises"))
+    pull_up: bool = field(default=True, metadata=_meta("Internal pull-up (button shorts to ground)"))
+    active_high: bool = field(default=False, metadata=_meta(
+        "Only when pull_up is false: true if the line reads high when pressed"))
+    debounce: float = field(default=0.05, metadata=_meta("Seconds the line must be stable", minimum=0, maximum=5))
+    hold_time: float = field(default=0.0, metadata=_meta(
+        "Seconds the button must be held before an alert (0 = immediate)", minimum=0, maximum=30))
+    silent_presses: int = field(default=0, metadata=_meta(
+        "Presses within silent_window that raise a silent (duress) alert; 0 = off", minimum=0, maximum=5))
+    silent_window: float = field(default=1.5, metadata=_meta("Seconds for the silent gesture", minimum=0.1, maximum=10))
+    cancel_hold: float = field(default=2.0, metadata=_meta(
+        "Seconds to hold the same button again to cancel its alert inside the cancel window", minimum=0.1,
+        maximum=30))
+    stuck_after: float = field(default=60.0, metadata=_meta(
+        "Seconds active after which the input is a fault (stuck or shorted)", minimum=1, maximum=3600))
+
+
+@dataclass(frozen=True)
+class SirenConfig:
+    name: str = field(metadata=_meta("Siren name", pattern=r"^[A-Za-z0-9_-]{1,32}$"))
+    pin: int = field(metadata=_meta("BCM GPIO number", minimum=0, maximum=53))
+    active_high: bool = field(default=True, metadata=_meta("Polarity of the relay/driver"))
+    max_on: float = field(default=300.0, metadata=_meta("Seconds after which the siren stops by itself",
+                                                        minimum=1, maximum=3600))
+    feedback_pin: int | None = field(default=None, metadata=_meta(
+        "Optional input that reads active while the siren really sounds", minimum=0, maximum=53))
+
+
+@dataclass(frozen=True)
+class TamperConfig:
+    pin: int = field(metadata=_meta("BCM GPIO number of the enclosure tamper switch", minimum=0, maximum=53))
+    zone: str = field(default="enclosure", metadata=_meta("Zone label"))
+    pull_up: bool = field(default=True, metadata=_meta("Internal pull-up"))
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    backend: Literal["none", "generated", "picamera2", "opencv"] = field(
+        default="generated", metadata=_meta("Where snapshots come from"))
+    fallback: Literal["none", "generated"] = field(
+        default="none", metadata=_meta("Backend used when the configured one cannot start"))
+    device: int = field(default=0, metadata=_meta("OpenCV/V4L2 device index", minimum=0))
+    width: int = field(default=640, metadata=_meta("Frame width", minimum=16, maximum=4096))
+    height: int = field(default=480, metadata=_meta("Frame height", minimum=16, maximum=4096))
+    burst: int = field(default=1, metadata=_meta("Snapshots per alert", minimum=0, maximum=10))
+    retention_days: float = field(default=30.0, metadata=_meta("Delete snapshots older than this", minimum=0))
+    max_total_mb: float = field(default=500.0, metadata=_meta("Keep snapshots under this total size", minimum=1))
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    pin_factory: Literal["auto", "mock", "lgpio", "rpigpio"] = field(
+        default="auto", metadata=_meta("gpiozero pin factory; mock simulates every pin"))
+    boot_grace: float = field(default=2.0, metadata=_meta(
+        "Seconds after start in which an active input is a fault, never an alert", minimum=0, maximum=60))
+    tamper: TamperConfig | None = field(default=None, metadata=_meta("Optional enclosure tamper input"))
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = field(default="hubd.db", metadata=_meta("SQLite file, relative to state_dir"))
+    retention_days: float = field(default=365.0, metadata=_meta(
+        "Closed alerts and delivered events older than this are pruned", minimum=1))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = field(default=True, metadata=_meta("Serve the status page"))
+    bind: str = field(default="0.0.0.0", metadata=_meta("Address to listen on"))
+    port: int = field(default=8080, metadata=_meta("TCP port (0 picks a free one)", minimum=0, maximum=65535))
+    threads: int = field(default=16, metadata=_meta("waitress worker threads", minimum=2, maximum=64))
+    max_streams: int = field(default=8, metadata=_meta("Open live (SSE) streams at most", minimum=1, maximum=60))
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    cancel_window: float = field(default=30.0, metadata=_meta(
+        "Seconds after raising in which an alert may be cancelled", minimum=0, maximum=600))
+    escalation: tuple[float, ...] = field(default=(60.0, 180.0, 600.0), metadata=_meta(
+        "Seconds after raising at which an unacknowledged alert goes up one level"))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = field(metadata=_meta("Broker host name or address"))
+    port: int = field(default=1883, metadata=_meta("Broker port", minimum=1, maximum=65535))
+    root: str = field(default="safercom/v1", metadata=_meta("Topic root; topics are <root>/<ward>/<hub>/..."))
+    protocol: Literal["5", "3.1.1"] = field(default="5", metadata=_meta("MQTT protocol version"))
+    keepalive: int = field(default=30, metadata=_meta("Keepalive seconds", minimum=5, maximum=600))
+    username: str = field(default="", metadata=_meta("User name; empty for none"))
+    password_file: str = field(default="", metadata=_meta("File holding the password (mode 0600)"))
+    tls: bool = field(default=False, metadata=_meta("Use TLS"))
+    ca_file: str = field(default="", metadata=_meta("CA certificate for TLS"))
+    cert_file: str = field(default="", metadata=_meta("Client certificate for TLS (optional)"))
+    key_file: str = field(default="", metadata=_meta("Client key for TLS (optional, mode 0600)"))
+    max_inflight: int = field(default=20, metadata=_meta("QoS 1 messages in flight", minimum=1, maximum=1000))
+    neighbours: tuple[str, ...] = field(default=(), metadata=_meta(
+        "Hub ids in this ward whose events to follow"))
+    chime_on_neighbour: bool = field(default=False, metadata=_meta(
+        "Sound a short chime when a neighbour raises an alert"))
+    homeassistant: bool = field(default=False, metadata=_meta("Publish Home Assistant MQTT discovery"))
+    cap: bool = field(default=False, metadata=_meta("Publish CAP 1.2 XML for each alert"))
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    connection: str = field(metadata=_meta(
+        "Radio: 'serial:/dev/ttyUSB0' or 'tcp:HOST:PORT'", pattern=r"^(serial:/.+|tcp:[^:]+:[0-9]+)$"))
+    key_file: str = field(metadata=_meta("File holding the ward's network key (hex or base64, mode 0600)"))
+    port_num: int = field(default=287, metadata=_meta("Meshtastic private application port",
+                                                      minimum=256, maximum=511))
+    channel_index: int = field(default=0, metadata=_meta("Channel for frames and marshal text", minimum=0,
+                                                         maximum=7))
+    beacon_interval: float = field(default=300.0, metadata=_meta("Seconds between presence beacons",
+                                                                 minimum=5))
+    neighbour_timeout: float = field(default=1200.0, metadata=_meta(
+        "Seconds after which an unheard neighbour is flagged", minimum=10))
+    duty_cycle: float = field(default=0.1, metadata=_meta("Fraction of airtime this hub may use",
+                                                          minimum=0.001, maximum=1))
+    marshals: tuple[str, ...] = field(default=(), metadata=_meta(
+        "Node ids (e.g. '!a1b2c3d4') whose 'ACK n' acknowledges an alert"))
+    uplink: bool = field(default=True, metadata=_meta(
+        "Whether this hub relays mesh alerts from hubs without uplink to MQTT"))
+
+
+@dataclass(frozen=True)
+class Config:
+    hub: HubIdentity = field(metadata=_meta("Who this hub is"))
+    hardware: HardwareConfig = field(default_factory=HardwareConfig, metadata=_meta("GPIO"))
+    buttons: tuple[ButtonConfig, ...] = field(default=(), metadata=_meta("Panic buttons"))
+    sirens: tuple[SirenConfig, ...] = field(default=(), metadata=_meta("Sirens"))
+    camera: CameraConfig = field(default_factory=CameraConfig, metadata=_meta("Snapshots"))
+    store: StoreConfig = field(default_factory=StoreConfig, metadata=_meta("Event store"))
+    web: WebConfig = field(default_factory=WebConfig, metadata=_meta("Status page"))
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig, metadata=_meta("Response protocol"))
+    mqtt: MqttConfig | None = field(default=None, metadata=_meta("MQTT link (optional)"))
+    mesh: MeshConfig | None = field(default=None, metadata=_meta("Meshtastic mesh link (optional)"))
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.hub.state_dir)
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir / self.store.path
+
+    @property
+    def runtime_dir(self) -> Path:
+        if self.hub.runtime_dir:
+            return Path(self.hub.runtime_dir)
+        env = os.environ.get("RUNTIME_DIRECTORY")
+        if env:
+            return Path(env.split(":")[0])
+        return self.state_dir / "run"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+    def destinations(self) -> tuple[str, ...]:
+        """Outbox destinations: one per configured link."""
+        out = []
+        if self.mqtt is not None:
+            out.append("mqtt")
+        if self.mesh is not None:
+            out.append("mesh")
+        return tuple(out)
+
+
+# --- schema derived from the dataclasses -------------------------------------------------
+
+_SCALARS: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+}
+
+
+def _type_schema(tp: Any) -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp in _SCALARS:
+        return dict(_SCALARS[tp])
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _type_schema(inner[0])  # optional: absence is how TOML says None
+    if origin is tuple:
+        return {"type": "array", "items": _type_schema(args[0])}
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_schema(tp)
+    raise TypeError(f"no schema for {tp!r}")
+
+
+def _dataclass_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    required = []
+    for f in dataclasses.fields(cls):
+        schema = _type_schema(hints[f.name])
+        schema.update(f.metadata.get("schema", {}))
+        if f.metadata.get("doc"):
+            schema["description"] = f.metadata["doc"]
+        props[f.name] = schema
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            required.append(f.name)
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of the configuration file (after TOML parsing)."""
+    schema = _dataclass_schema(Config)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "hubd configuration"
+    return schema
+
+
+def _build(cls: Any, data: Any) -> Any:
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(cls) if a is not type(None)][0]
+        return None if data is None else _build(inner, data)
+    if origin is tuple:
+        return tuple(_build(typing.get_args(cls)[0], item) for item in data)
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _build(hints[k], v) for k, v in data.items()})
+    if cls is float and isinstance(data, int):
+        return float(data)
+    return data
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    parts = []
+    for p in error.absolute_path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (("." if parts else "") + str(p)))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    v = error.validator
+    if v == "required":
+        return error.message.replace("is a required property", "is required (missing)")
+    if v == "additionalProperties":
+        return "unknown key(s): " + error.message.split("(")[-1].rstrip(")").replace(" was unexpected", "")\
+            .replace(" were unexpected", "")
+    if v == "type":
+        return f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if v == "enum":
+        return f"expected one of {error.validator_value}, got {error.instance!r}"
+    if v == "pattern":
+        return f"{error.instance!r} does not match the expected form {error.validator_value}"
+    if v in ("minimum", "maximum"):
+        return f"{error.instance!r} is out of range ({v} {error.validator_value})"
+    return error.message
+
+
+def _bool_is_not_number(checker: Any, instance: Any) -> bool:
+    return isinstance(instance, int | float) and not isinstance(instance, bool)
+
+
+_TYPE_CHECKER = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "number", _bool_is_not_number).redefine(
+    "integer", lambda c, i: isinstance(i, int) and not isinstance(i, bool))
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_TYPE_CHECKER)
+
+
+def _secret_ok(path: str) -> str | None:
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror}"
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        return f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}"
+    return None
+
+
+def _cross_check(cfg: Config, check_files: bool) -> list[str]:
+    errors = []
+    pins: dict[int, str] = {}
+
+    def claim(pin: int | None, where: str) -> None:
+        if pin is None:
+            return
+        if pin in pins:
+            errors.append(f"{where}: pin {pin} is already used by {pins[pin]}")
+        else:
+            pins[pin] = where
+
+    names: dict[str, str] = {}
+    for i, b in enumerate(cfg.buttons):
+        claim(b.pin, f"buttons[{i}].pin")
+        if b.name in names:
+            errors.append(f"buttons[{i}].name: {b.name!r} is already used by {names[b.name]}")
+        names.setdefault(b.name, f"buttons[{i}]")
+    snames: dict[str, str] = {}
+    for i, s in enumerate(cfg.sirens):
+        claim(s.pin, f"sirens[{i}].pin")
+        claim(s.feedback_pin, f"sirens[{i}].feedback_pin")
+        if s.name in snames:
+            errors.append(f"sirens[{i}].name: {s.name!r} is already used by {snames[s.name]}")
+        snames.setdefault(s.name, f"sirens[{i}]")
+    if cfg.hardware.tamper:
+        claim(cfg.hardware.tamper.pin, "hardware.tamper.pin")
+    if list(cfg.protocol.escalation) != sorted(cfg.protocol.escalation) or any(
+            s <= 0 for s in cfg.protocol.escalation):
+        errors.append("protocol.escalation: expected increasing positive seconds, e.g. [60, 180, 600]")
+    if check_files:
+        if cfg.mqtt and cfg.mqtt.password_file:
+            if (msg := _secret_ok(cfg.mqtt.password_file)):
+                errors.append(f"mqtt.password_file: {msg}")
+        if cfg.mqtt and cfg.mqtt.tls and cfg.mqtt.ca_file and not Path(cfg.mqtt.ca_file).is_file():
+            errors.append(f"mqtt.ca_file: {cfg.mqtt.ca_file} does not exist")
+        if cfg.mesh and (msg := _secret_ok(cfg.mesh.key_file)):
+            errors.append(f"mesh.key_file: {msg}")
+    return errors
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, check_files: bool = True) -> Config:
+    """Validate a parsed TOML document and build the Config; raise ConfigError listing every problem.
+
+    Relative paths (state_dir, secret files) are taken relative to ``base_dir``.
+    """
+    validator = _Validator(config_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        raise ConfigError([f"{_path(e)}: {_describe(e)}" for e in errors])
+    if base_dir is not None:
+        data = _resolve_paths(data, base_dir)
+    cfg = _build(Config, data)
+    problems = _cross_check(cfg, check_files)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    def fix(section: str, keys: tuple[str, ...]) -> None:
+        sec = data.get(section)
+        if not isinstance(sec, dict):
+            return
+        for k in keys:
+            if sec.get(k) and not os.path.isabs(sec[k]):
+                sec[k] = str((base / sec[k]).resolve())
+
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    fix("hub", ("state_dir", "runtime_dir"))
+    fix("mqtt", ("password_file", "ca_file", "cert_file", "key_file"))
+    fix("mesh", ("key_file",))
+    return data
+
+
+def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Config:
+    """Read and validate a TOML configuration file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{p}: not valid TOML: {e}"]) from e
+    return parse_config(data, base_dir=p.resolve().parent, check_files=check_files)
+
+
+def redacted(cfg: Config) -> dict[str, Any]:
+    """The configuration as a dict with secret file paths kept but nothing secret shown."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,243 @@
+"""The daemon's wiring: the one module that knows every part.
+
+Threads (``ps -L`` shows them): the main thread (signals and the watchdog),
+``hubd-timers`` (APScheduler: escalation and housekeeping), ``hubd-control`` (CLI
+socket), ``hubd-web`` (waitress and its worker pool), and one thread per link and
+per sensor helper that the adapters name themselves.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hubd import __version__
+from hubd.commands import Command, CommandProcessor
+from hubd.config import Config
+from hubd.control import ControlServer
+from hubd.lifecycle import Hub
+from hubd.notify import sd_notify, watchdog_interval
+from hubd.store import Store
+
+log = logging.getLogger("hubd")
+
+#: The core heartbeat must have run within this many seconds for WATCHDOG=1 to be sent.
+CORE_STALE_AFTER = 15.0
+
+
+class Component(Protocol):
+    """A part the daemon starts, watches and stops (links, servers)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def alive(self) -> bool: ...
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr: with journald's priority prefixes under systemd, with time otherwise."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        prio = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+        class _Journal(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return f"<{prio.get(record.levelno, 6)}>{record.name}: {super().format(record)}"
+
+        handler.setFormatter(_Journal("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("apscheduler", "waitress.queue"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+@dataclass
+class Daemon:
+    """A running hub: config, store, core, sensors, links, page and control socket."""
+
+    config: Config
+    components: dict[str, Component] = field(default_factory=dict)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._core_beat = time.monotonic()
+        self.web_port: int | None = None
+        self.buttons: dict[str, Any] = {}
+        self.sirens: list[Any] = []
+
+    # --- building -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_state_dir()
+        self.store = Store(cfg.store_path)
+        self.hub = Hub(cfg, self.store)
+        self.processor = CommandProcessor(self.hub)
+        self._start_sensors()
+        self._start_links()
+        self.hub.start()
+        self.hub.scheduler.add_job(self._heartbeat, "interval", seconds=2, id="core-heartbeat",
+                                   coalesce=True, max_instances=1)
+        self.hub.scheduler.add_job(self._prune, "interval", hours=6, id="prune", coalesce=True)
+        self._start_web()
+        control = ControlServer(cfg.control_socket, self.processor)
+        control.start()
+        self.components["control"] = control
+        log.info("hubd %s ready: hub %s/%s, control socket %s", __version__, cfg.hub.ward, cfg.hub.id,
+                 cfg.control_socket)
+
+    def _lock_state_dir(self) -> None:
+        self._lockfile = open(self.config.state_dir / "hubd.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(f"another hubd is running on {self.config.state_dir}") from None
+        self._lockfile.write(str(os.getpid()))
+        self._lockfile.flush()
+
+    def _start_sensors(self) -> None:
+        from hubd.sensors.buttons import PanicButton
+        from hubd.sensors.gpio import is_simulated, make_pin_factory
+        from hubd.sensors.sirens import Siren
+
+        factory = make_pin_factory(self.config.hardware.pin_factory)
+        for sc in self.config.sirens:
+            siren = Siren(sc, factory)
+            self.sirens.append(siren)
+            self.hub.add_sounder(siren)
+            self.hub.set_health(f"siren:{sc.name}", "ok")
+            self.closers.append(siren.close)
+        for bc in self.config.buttons:
+            button = PanicButton(bc, self.hub, factory)
+            self.buttons[bc.name] = button
+            self.closers.append(button.close)
+        self.hub.add_status_provider("sirens", lambda: {s.name: {"on": s.is_on} for s in self.sirens})
+        if is_simulated(factory):
+            self._register_press()
+
+    def _register_press(self) -> None:
+        def press(args: dict[str, Any], actor: str) -> dict[str, Any]:
+            from hubd.commands import CommandError
+
+            button = self.buttons.get(args["button"])
+            if button is None:
+                raise CommandError(f"no button {args['button']!r}; buttons: "
+                                   + ", ".join(sorted(self.buttons)), code="not_found")
+            button.press(args.get("hold", 0.2))
+            return {"pressed": args["button"], "hold": args.get("hold", 0.2)}
+
+        self.processor.register(Command(
+            "press", press, {"button": {"type": "string"},
+                             "hold": {"type": "number", "minimum": 0, "maximum": 120}},
+            ("button",), summary="Press a simulated button (mock pins only)"))
+
+    def _start_links(self) -> None:
+        """MQTT and mesh links come with their own issues; a hub without them works locally."""
+
+    def _start_web(self) -> None:
+        if not self.config.web.enabled:
+            return
+        from hubd.web.app import create_app
+        from hubd.web.server import WebServer
+
+        app = create_app(self.hub, self.processor, secret_key=self._secret_key())
+        web = WebServer(app, self.config.web.bind, self.config.web.port, self.config.web.threads)
+        web.start()
+        self.web_port = web.port
+        self.components["web"] = web
+
+    def _secret_key(self) -> bytes:
+        path = self.config.state_dir / "secret_key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    # --- running --------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Proves the timer thread, the core lock and the store all answer."""
+        with self.hub._lock:
+            self.store.query("SELECT 1")
+        self._core_beat = time.monotonic()
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self.config.store.retention_days * 86400
+        n = self.store.prune(cutoff)
+        if n:
+            log.info("pruned %d events older than %d days", n, self.config.store.retention_days)
+
+    def healthy(self) -> list[str]:
+        """Names of the parts that are not alive (empty when all are)."""
+        dead = [name for name, c in self.components.items() if not c.alive()]
+        if time.monotonic() - self._core_beat > CORE_STALE_AFTER:
+            dead.append("core")
+        return dead
+
+    def run_forever(self) -> None:
+        """Block until SIGTERM/SIGINT; feed systemd's watchdog while every part is alive."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        sd_notify(f"READY=1\nSTATUS=hub {self.config.hub.id} running\nMAINPID={os.getpid()}")
+        interval = min(watchdog_interval() or 5.0, 5.0)
+        while not self._stop.wait(interval):
+            dead = self.healthy()
+            if dead:
+                log.error("not feeding the watchdog: %s not alive", ", ".join(dead))
+                sd_notify(f"STATUS=stalled: {', '.join(dead)}")
+            else:
+                sd_notify("WATCHDOG=1")
+        sd_notify("STOPPING=1")
+        self.stop()
+
+    def stop(self) -> None:
+        log.info("stopping")
+        for name, comp in reversed(list(self.components.items())):
+            try:
+                comp.stop()
+            except Exception:
+                log.exception("stopping %s", name)
+        self.hub.stop()
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception:
+                log.exception("closing")
+        self.store.close()
+        log.info("stopped")
+
+
+def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None) -> int:
+    """Run a daemon until signalled; the CLI's ``hubd run`` and ``hubd demo``."""
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+    except AlreadyRunning as e:
+        log.error("%s", e)
+        return 1
+    if on_ready:
+        on_ready(daemon)
+    daemon.run_forever()
+    return 0

@@ -1,0 +1,326 @@
+"""The durable store: alerts, the append-only event log and the per-destination outbox.
+
+One SQLite connection, owned here behind a lock (sqlite-utils' ``Database`` is not
+thread-safe).  WAL with ``synchronous=FULL``: a committed alert survives a power cut.
+The schema version lives in ``PRAGMA user_version`` and moves forward by migrations;
+a store written by a newer hubd is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from hubd.model import Alert, Event
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written."""
+
+
+class StoreVersionError(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One pending delivery of one event to one destination."""
+
+    id: int
+    destination: str
+    event_id: str
+    event_seq: int
+    type: str
+    priority: int
+    attempts: int
+    created_at: float
+    envelope: dict[str, Any]
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["counters"].create({"name": str, "value": int}, pk="name")
+    db["alerts"].create({
+        "id": str, "hub": str, "seq": int, "kind": str, "source": str, "zone": str, "state": str,
+        "outcome": str, "level": int, "silent": int, "raised_at": float, "updated_at": float,
+        "remote": int, "relayed_by": str, "extra": str,
+    }, pk="id", not_null={"hub", "seq", "kind", "state", "level", "raised_at", "updated_at"})
+    db["alerts"].create_index(["state"])
+    db["alerts"].create_index(["raised_at"])
+    # events.seq is the rowid: the local order of everything that happened, never wall time.
+    db["events"].create({
+        "seq": int, "id": str, "type": str, "time": float, "hub": str, "actor": str,
+        "alert_id": str, "data": str, "envelope": str, "clock_synced": int,
+    }, pk="seq", not_null={"id", "type", "time", "hub", "actor", "envelope"})
+    db["events"].create_index(["id"], unique=True)
+    db["events"].create_index(["alert_id"])
+    db["events"].create_index(["time"])
+    db["outbox"].create({
+        "id": int, "event_seq": int, "destination": str, "priority": int, "created_at": float,
+        "attempts": int, "next_attempt_at": float, "delivered_at": float, "last_error": str,
+    }, pk="id", not_null={"event_seq", "destination", "priority", "created_at", "attempts"},
+        foreign_keys=[("event_seq", "events", "seq")])
+    db.execute("CREATE INDEX outbox_pending ON outbox(destination, priority, id) "
+               "WHERE delivered_at IS NULL")
+    db["snapshots"].create({"id": int, "alert_id": str, "path": str, "time": float, "size": int},
+                           pk="id")
+    db["snapshots"].create_index(["alert_id"])
+    db["users"].create({"name": str, "role": str, "password_hash": str, "created_at": float},
+                       pk="name", not_null={"role", "password_hash"})
+    db["commands"].create({"id": str, "time": float, "reply": str}, pk="id")
+
+
+#: Forward migrations; index i brings a store from version i to i + 1.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Store:
+    """Thread-safe access to the hub's SQLite file."""
+
+    def __init__(self, path: str | Path, *, migrations: list[Callable[..., None]] | None = None):
+        self.path = Path(path)
+        self._migrations = MIGRATIONS if migrations is None else migrations
+        self._lock = threading.RLock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
+                                         check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open store {self.path}: {e}") from e
+        self.db = sqlite_utils.Database(self._conn)
+        self._migrate()
+
+    # --- housekeeping --------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        target = len(self._migrations)
+        with self._lock:
+            current = self.version
+            if current > target:
+                raise StoreVersionError(
+                    f"store {self.path} has schema version {current}, but this hubd knows only up to "
+                    f"{target}: it was written by a newer hubd. Install that version again, or move "
+                    f"the file aside to start an empty store.")
+            for version in range(current, target):
+                with self.transaction():
+                    self._migrations[version](self.db)
+                    self._conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested calls join the outer one."""
+        with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            cols = [c[0] for c in cur.description or ()]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def next_value(self, name: str) -> int:
+        """Increment and return a persistent counter (inside the caller's transaction)."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO counters(name, value) VALUES (?, 1) "
+                         "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
+            return conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+
+    # --- alerts ---------------------------------------------------------------------------
+
+    def save_alert(self, alert: Alert) -> None:
+        row = alert.to_dict()
+        row.pop("severity")
+        row["extra"] = json.dumps(row["extra"])
+        row["silent"] = int(row["silent"])
+        row["remote"] = int(row["remote"])
+        cols = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        with self.transaction() as conn:
+            conn.execute(f"INSERT OR REPLACE INTO alerts({cols}) VALUES ({marks})", row)
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        rows = self.query("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+        return Alert.from_row(rows[0]) if rows else None
+
+    def alerts(self, *, open_only: bool = False, remote: bool | None = None, limit: int = 200,
+               kind: str | None = None, state: str | None = None, source: str | None = None,
+               since: float | None = None, until: float | None = None) -> list[Alert]:
+        where, params = [], []
+        if open_only:
+            where.append("state IN ('raised', 'acknowledged')")
+        for col, val in (("remote", None if remote is None else int(remote)), ("kind", kind),
+                         ("state", state), ("source", source)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if since is not None:
+            where.append("raised_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("raised_at <= ?")
+            params.append(until)
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY raised_at DESC, seq DESC LIMIT ?"
+        params.append(limit)
+        return [Alert.from_row(r) for r in self.query(sql, tuple(params))]
+
+    def count_alerts_by_state(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in
+                self.query("SELECT state, count(*) AS n FROM alerts WHERE remote = 0 GROUP BY state")}
+
+    # --- events and outbox ----------------------------------------------------------------
+
+    def append_event(self, event: Event, envelope: dict[str, Any],
+                     destinations: tuple[tuple[str, int], ...] = (), *,
+                     clock_synced: bool = True) -> Event | None:
+        """Append an event and its outbox rows.  Returns None if its id is already stored
+        (a duplicate heard again), so callers can deduplicate by id."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO events(id, type, time, hub, actor, alert_id, data, envelope, "
+                "clock_synced) VALUES (?,?,?,?,?,?,?,?,?)",
+                (event.id, event.type, event.time, event.hub, event.actor, event.alert_id,
+                 json.dumps(event.data), json.dumps(envelope, separators=(",", ":")),
+                 int(clock_synced)))
+            if cur.rowcount == 0:
+                return None
+            seq = cur.lastrowid
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO outbox(event_seq, destination, priority, created_at, attempts) "
+                "VALUES (?,?,?,?,0)", [(seq, d, p, now) for d, p in destinations])
+        return Event(id=event.id, type=event.type, time=event.time, hub=event.hub, actor=event.actor,
+                     alert_id=event.alert_id, data=event.data, seq=seq)
+
+    def has_event(self, event_id: str) -> bool:
+        return bool(self.query("SELECT 1 FROM events WHERE id = ?", (event_id,)))
+
+    def events(self, *, alert_id: str | None = None, after_seq: int | None = None,
+               since: float | None = None, until: float | None = None, type_prefix: str | None = None,
+               limit: int = 500, newest_first: bool = False) -> list[dict[str, Any]]:
+        where, params = [], []
+        if alert_id is not None:
+            where.append("alert_id = ?")
+            params.append(alert_id)
+        if after_seq is not None:
+            where.append("seq > ?")
+            params.append(after_seq)
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("time <= ?")
+            params.append(until)
+        if type_prefix:
+            where.append("type LIKE ?")
+            params.append(type_prefix + "%")
+        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        params.append(limit)
+        rows = self.query(sql, tuple(params))
+        for r in rows:
+            r["data"] = json.loads(r["data"] or "{}")
+            r["envelope"] = json.loads(r["envelope"])
+        return rows
+
+    def pending(self, destination: str, *, limit: int = 100, now: float | None = None,
+                exclude: set[int] | frozenset[int] = frozenset()) -> list[OutboxItem]:
+        """Undelivered rows for a destination, alerts first, then in event order."""
+        now = time.time() if now is None else now
+        rows = self.query(
+            "SELECT o.id, o.destination, o.priority, o.attempts, o.created_at, e.seq AS event_seq, "
+            "e.id AS event_id, e.type, e.envelope FROM outbox o JOIN events e ON e.seq = o.event_seq "
+            "WHERE o.destination = ? AND o.delivered_at IS NULL "
+            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) "
+            "ORDER BY o.priority, o.id LIMIT ?", (destination, now, limit + len(exclude)))
+        items = [OutboxItem(id=r["id"], destination=r["destination"], event_id=r["event_id"],
+                            event_seq=r["event_seq"], type=r["type"], priority=r["priority"],
+                            attempts=r["attempts"], created_at=r["created_at"],
+                            envelope=json.loads(r["envelope"])) for r in rows if r["id"] not in exclude]
+        return items[:limit]
+
+    def mark_delivered(self, outbox_ids: list[int], when: float | None = None) -> None:
+        when = time.time() if when is None else when
+        with self.transaction() as conn:
+            conn.executemany("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+                             [(when, i) for i in outbox_ids])
+
+    def mark_failed(self, outbox_id: int, error: str, retry_at: float) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                         "WHERE id = ?", (error, retry_at, outbox_id))
+
+    def add_outbox(self, event_seq: int, destination: str, priority: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO outbox(event_seq, destination, priority, created_at, attempts) "
+                         "VALUES (?,?,?,?,0)", (event_seq, destination, priority, time.time()))
+
+    def outbox_stats(self) -> dict[str, dict[str, Any]]:
+        """Per destination: pending depth and age in seconds of the oldest pending row."""
+        now = time.time()
+        out = {}
+        for r in self.query("SELECT destination, count(*) AS depth, min(created_at) AS oldest "
+                            "FROM outbox WHERE delivered_at IS NULL GROUP BY destination"):
+            out[r["destination"]] = {"depth": r["depth"],
+                                     "oldest_age": round(now - r["oldest"], 3) if r["oldest"] else None}
+        return out
+
+    # --- commands (idempotency of remote commands) ----------------------------------------
+
+    def command_reply(self, command_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT reply FROM commands WHERE id = ?", (command_id,))
+        return json.loads(rows[0]["reply"]) if rows else None
+
+    def save_command_reply(self, command_id: str, reply: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO commands(id, time, reply) VALUES (?,?,?)",
+                         (command_id, time.time(), json.dumps(reply)))
+
+    # --- retention ------------------------------------------------------------------------
+
+    def prune(self, older_than: float) -> int:
+        """Delete closed alerts, their delivered events and old command replies before a time.
+
+        Events still waiting in an outbox are kept whatever their age."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?",
+                         (older_than,))
+            cur = conn.execute(
+                "DELETE FROM events WHERE time < ? AND seq NOT IN (SELECT event_seq FROM outbox) "
+                "AND (alert_id IS NULL OR alert_id NOT IN "
+                "(SELECT id FROM alerts WHERE state IN ('raised', 'acknowledged')))", (older_than,))
+            n = cur.rowcount
+            conn.execute("DELETE FROM alerts WHERE state NOT IN ('raised', 'acknowledged') "
+                         "AND updated_at < ?", (older_than,))
+            conn.execute("DELETE FROM commands WHERE time < ?", (older_than,))
+        return n

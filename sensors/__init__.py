@@ -1,0 +1,1 @@
+"""GPIO and camera adapters: panic buttons, sirens, snapshots (``hubd.sensors``)."""

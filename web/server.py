@@ -1,0 +1,41 @@
+"""Serving the Flask app with waitress inside the daemon."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+from waitress.server import create_server
+
+log = logging.getLogger("hubd.web")
+
+
+class WebServer:
+    """waitress in one named thread (its workers are its own pool)."""
+
+    def __init__(self, app: Flask, host: str, port: int, threads: int = 16):
+        self._server = create_server(app, host=host, port=port, threads=threads,
+                                     ident="hubd", channel_timeout=60)
+        self.port = self._server.effective_port  # type: ignore[union-attr]
+        self.host = host
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hubd-web", daemon=True)
+        self._thread.start()
+        log.info("page on http://%s:%s/", self.host, self.port)
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError:  # closed during shutdown
+            pass
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._server.close()
+        if self._thread:
+            self._thread.join(timeout=2)
