@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from hubd import __version__
@@ -153,7 +152,23 @@ class Daemon:
             ("button",), summary="Press a simulated button (mock pins only)"))
 
     def _start_links(self) -> None:
-        """MQTT and mesh links come with their own issues; a hub without them works locally."""
+        """The MQTT and mesh links, when configured; a hub without them works locally.
+
+        A link is a Component with ``status() -> dict``; it drains its destination's outbox
+        rows (``store.pending``) and feeds heard events to ``hub.ingest_remote``."""
+        links: dict[str, Any] = {}
+        if self.config.mqtt is not None:
+            from hubd.radio.mqtt import MqttLink
+
+            links["mqtt"] = MqttLink(self.config, self.hub, self.processor)
+        if self.config.mesh is not None:
+            from hubd.radio.mesh import MeshLink
+
+            links["mesh"] = MeshLink(self.config, self.hub, self.processor)
+        for name, link in links.items():
+            self.components[name] = link
+            self.hub.add_status_provider(name, link.status)
+            link.start()
 
     def _start_web(self) -> None:
         if not self.config.web.enabled:

@@ -324,3 +324,20 @@ class Store:
                          "AND updated_at < ?", (older_than,))
             conn.execute("DELETE FROM commands WHERE time < ?", (older_than,))
         return n
+
+    # --- snapshots (files live in the state directory; rows tie them to alerts) -----------
+
+    def add_snapshot(self, alert_id: str, path: str, taken_at: float, size: int) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute("INSERT INTO snapshots(alert_id, path, time, size) VALUES (?,?,?,?)",
+                               (alert_id, path, taken_at, size))
+            return int(cur.lastrowid)
+
+    def snapshots(self, alert_id: str | None = None) -> list[dict[str, Any]]:
+        if alert_id is None:
+            return self.query("SELECT * FROM snapshots ORDER BY time")
+        return self.query("SELECT * FROM snapshots WHERE alert_id = ? ORDER BY time", (alert_id,))
+
+    def delete_snapshot(self, snapshot_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))

@@ -1,0 +1,1 @@
+"""Links to other hubs and the centre: MQTT and the Meshtastic mesh (``hubd.radio``)."""
