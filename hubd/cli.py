@@ -151,7 +151,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  buttons: {', '.join(f'{b.name} (pin {b.pin}, {b.kind})' for b in cfg.buttons) or 'none'}")
     print(f"  sirens: {', '.join(f'{s.name} (pin {s.pin})' for s in cfg.sirens) or 'none'}")
     print(f"  camera: {cfg.camera.backend}; store: {cfg.store_path}")
-    print(f"  page: {'http://%s:%d/' % (cfg.web.bind, cfg.web.port) if cfg.web.enabled else 'off'}")
+    page = f"http://{cfg.web.bind}:{cfg.web.port}/" if cfg.web.enabled else "off"
+    print(f"  page: {page}")
     print(f"  mqtt: {f'{cfg.mqtt.host}:{cfg.mqtt.port}' if cfg.mqtt else 'off'}; "
           f"mesh: {cfg.mesh.connection if cfg.mesh else 'off'}")
     return 0

@@ -38,7 +38,8 @@ def _meta(doc: str, **schema: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class HubIdentity:
-    ward: str = field(metadata=_meta("Ward identifier, used in MQTT topics", pattern=r"^[A-Za-z0-9_-]{1,32}$"))
+    ward: str = field(metadata=_meta("Ward identifier, used in MQTT topics",
+                                     pattern=r"^[A-Za-z0-9_-]{1,32}$"))
     id: str = field(metadata=_meta("Hub identifier, unique in the network; prefixes alert ids",
                                    pattern=r"^[A-Za-z0-9_-]{1,24}$"))
     name: str = field(default="", metadata=_meta("Display name"))
@@ -58,12 +59,14 @@ class ButtonConfig:
     pull_up: bool = field(default=True, metadata=_meta("Internal pull-up (button shorts to ground)"))
     active_high: bool = field(default=False, metadata=_meta(
         "Only when pull_up is false: true if the line reads high when pressed"))
-    debounce: float = field(default=0.05, metadata=_meta("Seconds the line must be stable", minimum=0, maximum=5))
+    debounce: float = field(default=0.05, metadata=_meta("Seconds the line must be stable",
+                                                         minimum=0, maximum=5))
     hold_time: float = field(default=0.0, metadata=_meta(
         "Seconds the button must be held before an alert (0 = immediate)", minimum=0, maximum=30))
     silent_presses: int = field(default=0, metadata=_meta(
         "Presses within silent_window that raise a silent (duress) alert; 0 = off", minimum=0, maximum=5))
-    silent_window: float = field(default=1.5, metadata=_meta("Seconds for the silent gesture", minimum=0.1, maximum=10))
+    silent_window: float = field(default=1.5, metadata=_meta("Seconds for the silent gesture",
+                                                             minimum=0.1, maximum=10))
     cancel_hold: float = field(default=2.0, metadata=_meta(
         "Seconds to hold the same button again to cancel its alert inside the cancel window", minimum=0.1,
         maximum=30))
@@ -100,7 +103,8 @@ class CameraConfig:
     height: int = field(default=480, metadata=_meta("Frame height", minimum=16, maximum=4096))
     burst: int = field(default=1, metadata=_meta("Snapshots per alert", minimum=0, maximum=10))
     retention_days: float = field(default=30.0, metadata=_meta("Delete snapshots older than this", minimum=0))
-    max_total_mb: float = field(default=500.0, metadata=_meta("Keep snapshots under this total size", minimum=1))
+    max_total_mb: float = field(default=500.0, metadata=_meta("Keep snapshots under this total size",
+                                                              minimum=1))
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,21 @@ class WebConfig:
     bind: str = field(default="0.0.0.0", metadata=_meta("Address to listen on"))
     port: int = field(default=8080, metadata=_meta("TCP port (0 picks a free one)", minimum=0, maximum=65535))
     threads: int = field(default=16, metadata=_meta("waitress worker threads", minimum=2, maximum=64))
-    max_streams: int = field(default=8, metadata=_meta("Open live (SSE) streams at most", minimum=1, maximum=60))
+    max_streams: int = field(default=8, metadata=_meta("Open live (SSE) streams at most",
+                                                       minimum=1, maximum=60))
+    heartbeat: float = field(default=15.0, metadata=_meta(
+        "Seconds between keep-alive comments on a live stream", minimum=0.05, maximum=300))
+    stream_max_age: float = field(default=1800.0, metadata=_meta(
+        "Seconds after which a live stream is closed; the browser resumes it by Last-Event-ID",
+        minimum=1, maximum=86400))
+    session_hours: float = field(default=12.0, metadata=_meta(
+        "Hours a login lasts", minimum=0.1, maximum=720))
+    login_max_failures: int = field(default=5, metadata=_meta(
+        "Failed logins (per user name and per address) before logins are refused for a while",
+        minimum=1, maximum=100))
+    login_lockout: float = field(default=300.0, metadata=_meta(
+        "Seconds over which failed logins count, and for which logins are then refused",
+        minimum=1, maximum=86400))
 
 
 @dataclass(frozen=True)
@@ -365,9 +383,8 @@ def _cross_check(cfg: Config, check_files: bool) -> list[str]:
             s <= 0 for s in cfg.protocol.escalation):
         errors.append("protocol.escalation: expected increasing positive seconds, e.g. [60, 180, 600]")
     if check_files:
-        if cfg.mqtt and cfg.mqtt.password_file:
-            if (msg := _secret_ok(cfg.mqtt.password_file)):
-                errors.append(f"mqtt.password_file: {msg}")
+        if cfg.mqtt and cfg.mqtt.password_file and (msg := _secret_ok(cfg.mqtt.password_file)):
+            errors.append(f"mqtt.password_file: {msg}")
         if cfg.mqtt and cfg.mqtt.tls and cfg.mqtt.ca_file and not Path(cfg.mqtt.ca_file).is_file():
             errors.append(f"mqtt.ca_file: {cfg.mqtt.ca_file} does not exist")
         if cfg.mesh and (msg := _secret_ok(cfg.mesh.key_file)):

@@ -79,7 +79,8 @@ class Mosquitto:
                     return True
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text() if self.log.exists() else ''}")
+                    text = self.log.read_text() if self.log.exists() else ""
+                    raise RuntimeError(f"mosquitto exited: {text}") from None
                 return False
 
         wait_for(listening, 10, message=f"mosquitto on port {self.port}")
@@ -215,3 +216,19 @@ class HubProcess:
                 pass
         if hasattr(self, "_logf"):
             self._logf.close()
+
+
+def local_hub(tmp: Path, *, cancel_window: float = 30, escalation: tuple[float, ...] = (60, 180, 600),
+              clock: Callable[[], float] | None = None, extra: dict | None = None):
+    """An in-process Hub on a real SQLite file (no hardware, scheduler not started)."""
+    import time as _time
+
+    from hubd.config import parse_config
+    from hubd.lifecycle import Hub
+    from hubd.store import Store
+
+    cfg = parse_config({"hub": {"ward": "w", "id": "h1", "state_dir": str(tmp)},
+                        "protocol": {"cancel_window": cancel_window, "escalation": list(escalation)},
+                        **(extra or {})}, check_files=False)
+    store = Store(cfg.store_path)
+    return Hub(cfg, store, clock=clock or _time.time), store
