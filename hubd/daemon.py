@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hubd import __version__
+from hubd.clock import ClockWatch
 from hubd.commands import Command, CommandProcessor
 from hubd.config import Config
 from hubd.control import ControlServer
@@ -30,8 +31,16 @@ from hubd.store import Store
 
 log = logging.getLogger("hubd")
 
-#: The core heartbeat must have run within this many seconds for WATCHDOG=1 to be sent.
+#: The core heartbeat must have run within this many seconds for WATCHDOG=1 to be sent
+#: ($HUBD_CORE_STALE_AFTER overrides it, for tests).
 CORE_STALE_AFTER = 15.0
+
+
+def core_stale_after() -> float:
+    try:
+        return float(os.environ.get("HUBD_CORE_STALE_AFTER", CORE_STALE_AFTER))
+    except ValueError:
+        return CORE_STALE_AFTER
 
 
 class Component(Protocol):
@@ -91,7 +100,7 @@ class Daemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
         self.store = Store(cfg.store_path)
-        self.hub = Hub(cfg, self.store)
+        self.hub = Hub(cfg, self.store, clock_synced=ClockWatch())
         self.processor = CommandProcessor(self.hub)
         self._start_sensors()
         self._start_links()
@@ -100,6 +109,8 @@ class Daemon:
                                    coalesce=True, max_instances=1)
         self.hub.scheduler.add_job(self._prune, "interval", hours=6, id="prune", coalesce=True)
         self._start_web()
+        if os.environ.get("HUBD_TEST_HOOKS") == "1":
+            self._register_test_hooks()
         control = ControlServer(cfg.control_socket, self.processor)
         control.start()
         self.components["control"] = control
@@ -150,6 +161,29 @@ class Daemon:
             "press", press, {"button": {"type": "string"},
                              "hold": {"type": "number", "minimum": 0, "maximum": 120}},
             ("button",), summary="Press a simulated button (mock pins only)"))
+
+    def _register_test_hooks(self) -> None:
+        """Commands that break the daemon on purpose, registered only with HUBD_TEST_HOOKS=1.
+
+        ``test_hang`` makes a worker take the core lock and never give it back, as a store
+        write stuck on a dying SD card would: every core operation, the heartbeat included,
+        then blocks, and the watchdog must stop being fed."""
+        log.warning("HUBD_TEST_HOOKS=1: test-only commands are enabled")
+
+        def hang(args: dict[str, Any], actor: str) -> dict[str, Any]:
+            taken = threading.Event()
+
+            def hold() -> None:
+                with self.hub._lock:
+                    taken.set()
+                    self._stop.wait()
+
+            threading.Thread(target=hold, name="hubd-test-hang", daemon=True).start()
+            taken.wait(10)
+            log.warning("test_hang: the core lock is held until shutdown")
+            return {"hanging": "core"}
+
+        self.processor.register(Command("test_hang", hang, {}, summary="Hang the core (tests only)"))
 
     def _start_links(self) -> None:
         """The MQTT and mesh links, when configured; a hub without them works locally.
@@ -207,7 +241,7 @@ class Daemon:
     def healthy(self) -> list[str]:
         """Names of the parts that are not alive (empty when all are)."""
         dead = [name for name, c in self.components.items() if not c.alive()]
-        if time.monotonic() - self._core_beat > CORE_STALE_AFTER:
+        if time.monotonic() - self._core_beat > core_stale_after():
             dead.append("core")
         return dead
 

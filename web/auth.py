@@ -1,0 +1,307 @@
+"""Logins, sessions, roles and CSRF tokens for the page and the API.
+
+Default deny: every endpoint needs a logged-in user unless it is listed in
+``PUBLIC``; every state-changing request (POST and friends) needs a CSRF token and
+a manager, unless listed in ``ANY_ROLE_UNSAFE`` (logging out; the generic command
+endpoint checks the role per command).  The session cookie is signed, HttpOnly and
+SameSite=Strict; it names the user and a fingerprint of the password hash, and the
+user's role is read from the store on every request, so ``hubd user remove`` or
+``hubd user passwd`` ends a session at once.  HTTP Basic credentials are accepted on
+safe methods only (``/metrics`` scrapers, scripts), never for changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
+
+from hubd.config import WebConfig
+from hubd.store import Store
+from hubd.users import Users
+from hubd.web.errors import ApiError
+
+log = logging.getLogger("hubd.web.auth")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+PUBLIC = frozenset({"auth.login", "auth.login_post", "auth.api_login", "static", "api.openapi"})
+ANY_ROLE_UNSAFE = frozenset({"auth.logout", "auth.api_logout", "api.command"})
+CSRF_HEADER = "X-CSRF-Token"
+
+bp = Blueprint("auth", __name__)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        return f"web:{self.name}"
+
+    @property
+    def is_manager(self) -> bool:
+        return self.role == "manager"
+
+
+class Throttle:
+    """Refuses logins for a while after repeated failures from one address or for one name.
+
+    A sliding window: ``limit`` failures within ``window`` seconds block the key until
+    the oldest of them is ``window`` seconds old.  Keys are kept in a bounded LRU."""
+
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000):
+        self.window = window
+        self.clock = clock
+        self.max_keys = max_keys
+        self._fails: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        q = self._fails.get(key)
+        if q is None:
+            return deque()
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        return q
+
+    def retry_after(self, limits: dict[str, int]) -> float:
+        """Seconds until a login may be tried for these keys (0 when allowed)."""
+        now = self.clock()
+        wait = 0.0
+        with self._lock:
+            for key, limit in limits.items():
+                q = self._recent(key, now)
+                if len(q) >= limit:
+                    wait = max(wait, q[-limit] + self.window - now)
+        return wait
+
+    def failed(self, keys: list[str]) -> None:
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                q = self._fails.pop(key, None) or deque(maxlen=1000)
+                q.append(now)
+                self._fails[key] = q
+            while len(self._fails) > self.max_keys:
+                self._fails.popitem(last=False)
+
+    def succeeded(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._fails.pop(key, None)
+
+
+class Auth:
+    """The app's view of the accounts in the store."""
+
+    def __init__(self, store: Store, web: WebConfig):
+        self.store = store
+        self.users = Users(store)
+        self.web = web
+        self.throttle = Throttle(web.login_lockout)
+
+    def _limits(self, name: str, addr: str) -> dict[str, int]:
+        # Per address the configured limit; per name a looser one, so that one stranger on
+        # the LAN cannot lock a manager out at 2 a.m. (the CLI always works anyway).
+        n = self.web.login_max_failures
+        return {f"addr:{addr}": n, f"name:{name.lower()}": 4 * n}
+
+    def check_password(self, name: str, password: str, addr: str) -> User:
+        """The user for these credentials, or ApiError 401/429 saying why not."""
+        limits = self._limits(name, addr)
+        wait = self.throttle.retry_after(limits)
+        if wait > 0:
+            log.warning("login for %r from %s refused: too many failures", name, addr)
+            raise ApiError("throttled", f"too many failed logins; try again in {int(wait) + 1} s",
+                           headers={"Retry-After": str(int(wait) + 1)})
+        role = self.users.verify(name, password) if name and password else None
+        if role is None:
+            self.throttle.failed(list(limits))
+            log.warning("failed login for %r from %s", name, addr)
+            raise ApiError("unauthenticated", "wrong user name or password")
+        self.throttle.succeeded([f"name:{name.lower()}"])
+        log.info("login %s (%s) from %s", name, role, addr)
+        return User(name, role)
+
+    def fingerprint(self, name: str) -> tuple[str, str] | None:
+        """(role, fingerprint of the password hash) of a user, or None if there is none."""
+        rows = self.store.query("SELECT role, password_hash FROM users WHERE name = ?", (name,))
+        if not rows:
+            return None
+        fp = hashlib.sha256(rows[0]["password_hash"].encode()).hexdigest()[:16]
+        return rows[0]["role"], fp
+
+    def start_session(self, user: User) -> str:
+        found = self.fingerprint(user.name)
+        assert found is not None
+        session.clear()
+        session.permanent = True
+        session["user"] = user.name
+        session["pw"] = found[1]
+        session["t"] = time.time()
+        session["csrf"] = secrets.token_urlsafe(32)
+        return session["csrf"]
+
+    def session_user(self) -> User | None:
+        name = session.get("user")
+        if not isinstance(name, str):
+            return None
+        found = self.fingerprint(name)
+        too_old = time.time() - float(session.get("t", 0)) > self.web.session_hours * 3600
+        if found is None or not hmac.compare_digest(found[1], str(session.get("pw", ""))) or too_old:
+            session.clear()
+            return None
+        return User(name, found[0])
+
+    def basic_user(self) -> User | None:
+        a = request.authorization
+        if a is None or a.type != "basic" or not a.username:
+            return None
+        return self.check_password(a.username, a.password or "", request.remote_addr or "?")
+
+
+def auth() -> Auth:
+    return current_app.extensions["hubd.auth"]
+
+
+def current_user() -> User | None:
+    return g.get("user")
+
+
+def csrf_token() -> str:
+    """The session's CSRF token (created on first use, e.g. on the login form)."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _check_origin() -> None:
+    origin = request.headers.get("Origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        raise ApiError("csrf", f"cross-site request from {origin} refused")
+
+
+def _check_csrf() -> None:
+    _check_origin()
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sent = request.form.get("csrf_token")
+    expected = session.get("csrf")
+    if not expected:
+        raise ApiError("csrf", "no session: log in again (the session cookie is missing or expired)")
+    if not sent:
+        raise ApiError("csrf", f"missing CSRF token: send the {CSRF_HEADER} header (GET /api/me gives it)"
+                               " or the form's csrf_token field")
+    if not hmac.compare_digest(str(sent), str(expected)):
+        raise ApiError("csrf", "wrong CSRF token: reload the page and try again")
+
+
+def _enforce() -> Any:
+    """before_request: who is asking, and may they?"""
+    g.user = None
+    endpoint = request.endpoint or ""
+    unsafe = request.method not in SAFE_METHODS
+    user = auth().session_user()
+    if user is None and not unsafe and request.authorization is not None:
+        user = auth().basic_user()
+    g.user = user
+    if endpoint in PUBLIC or not endpoint:
+        return None  # unknown URLs fall through to a clear 404
+    if user is None:
+        if not unsafe and not request.path.startswith("/api/") and request.path != "/metrics":
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        raise ApiError("unauthenticated", "log in first (POST /api/login, or the page's login form)",
+                       headers={"WWW-Authenticate": 'Basic realm="hubd"'} if not unsafe else None)
+    if unsafe:
+        _check_csrf()
+        if endpoint not in ANY_ROLE_UNSAFE and not user.is_manager:
+            raise ApiError("forbidden", f"user {user.name} is a {user.role}: only managers can change state")
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    if not target:
+        return url_for("views.dashboard")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("views.dashboard")
+    return target
+
+
+@bp.get("/login")
+def login() -> Any:
+    if current_user() is not None:
+        return redirect(_safe_next(request.args.get("next")))
+    return render_template("login.html", next=request.args.get("next", ""), error=None)
+
+
+@bp.post("/login")
+def login_post() -> Any:
+    name = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    nxt = request.form.get("next", "")
+    try:
+        _check_csrf()
+        user = auth().check_password(name, password, request.remote_addr or "?")
+    except ApiError as e:
+        resp = current_app.make_response((render_template("login.html", next=nxt, error=e.message,
+                                                          username=name), e.status))
+        for k, v in e.headers.items():
+            resp.headers[k] = v
+        return resp
+    auth().start_session(user)
+    return redirect(_safe_next(nxt), code=303)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("auth.login"), code=303)
+
+
+@bp.post("/api/login")
+def api_login() -> Any:
+    from hubd.web.api import json_body
+
+    _check_origin()
+    body = json_body()
+    name, password = body.get("user"), body.get("password")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise ApiError("bad_request", "expected {\"user\": string, \"password\": string}")
+    user = auth().check_password(name, password, request.remote_addr or "?")
+    token = auth().start_session(user)
+    return {"user": user.name, "role": user.role, "csrf_token": token}
+
+
+@bp.post("/api/logout")
+def api_logout() -> Any:
+    session.clear()
+    return {"ok": True}
+
+
+@bp.get("/api/me")
+def me() -> Any:
+    user = current_user()
+    assert user is not None
+    return {"user": user.name, "role": user.role, "csrf_token": csrf_token()}
+
+
+def init_app(app: Flask, store: Store, web: WebConfig) -> None:
+    app.extensions["hubd.auth"] = Auth(store, web)
+    app.before_request(_enforce)
+    app.register_blueprint(bp)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["current_user"] = current_user
+
