@@ -262,19 +262,22 @@ class Daemon:
         self.stop()
 
     def stop(self) -> None:
+        """Stop whatever was started (also after a failed start), newest first."""
         log.info("stopping")
         for name, comp in reversed(list(self.components.items())):
             try:
                 comp.stop()
             except Exception:
                 log.exception("stopping %s", name)
-        self.hub.stop()
+        if hasattr(self, "hub"):
+            self.hub.stop()
         for close in reversed(self.closers):
             try:
                 close()
             except Exception:
                 log.exception("closing")
-        self.store.close()
+        if hasattr(self, "store"):
+            self.store.close()
         log.info("stopped")
 
 
@@ -285,6 +288,10 @@ def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None) -> 
         daemon.start()
     except AlreadyRunning as e:
         log.error("%s", e)
+        return 1
+    except Exception as e:
+        log.exception("cannot start: %s", e)
+        daemon.stop()
         return 1
     if on_ready:
         on_ready(daemon)

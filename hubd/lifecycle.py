@@ -115,7 +115,7 @@ class Hub:
             self._scheduler.start()
             # APScheduler's own thread is named after the daemon; rename it for `ps -L`.
             for t in threading.enumerate():
-                if t.name.startswith("APScheduler") or t.name == "Thread-1":
+                if t.name.startswith("APScheduler"):
                     t.name = "hubd-timers"
         for alert in self.store.alerts(open_only=True, remote=False, limit=10_000):
             self._schedule_escalation(alert)

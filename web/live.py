@@ -89,7 +89,7 @@ class LiveHub:
             self._streams.add(s)
             return s
 
-    def _release(self, s: Stream) -> None:
+    def release(self, s: Stream) -> None:
         with self._lock:
             self._streams.discard(s)
 
@@ -141,4 +141,21 @@ class LiveHub:
                 last_seq = item["seq"]
                 yield format_sse(event_message(item))
         finally:
-            self._release(s)
+            self.release(s)
+
+
+class StreamBody:
+    """The WSGI body of one stream: releases its slot on close even if never iterated
+    (a generator closed before its first step would skip its ``finally``)."""
+
+    def __init__(self, live: LiveHub, stream: Stream, last_seq: int | None):
+        self._live = live
+        self._stream = stream
+        self._gen = live.run(stream, last_seq)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._gen
+
+    def close(self) -> None:
+        self._gen.close()
+        self._live.release(self._stream)
