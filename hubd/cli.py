@@ -98,6 +98,9 @@ def _print_status(s: dict[str, Any]) -> None:
     for name, info in s["links"].items():
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in info.items()) if isinstance(info, dict)
               else f"{name}: {info}")
+    if s.get("unsaved"):
+        print(f"NOT SAVED: {len(s['unsaved'])} item(s) kept in memory until the store takes writes: "
+              + ", ".join(u.get("alert", {}).get("id") or u["type"] for u in s["unsaved"]))
     if s["outbox"]:
         for dest, o in s["outbox"].items():
             print(f"outbox {dest}: {o['depth']} pending, oldest {o['oldest_age']} s")
@@ -177,6 +180,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hubd.doctor import report, run_checks
+
+    path = _config_path(args)
+    return report(run_checks(path, timeout=args.timeout), path, as_json=args.json)
+
+
 def cmd_user(args: argparse.Namespace) -> int:
     from hubd.store import Store
     from hubd.users import UserError, Users
@@ -236,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080, help="page port (default 8080; 0 picks a free one)")
     s.add_argument("--bind", default="127.0.0.1")
     s.add_argument("--mqtt", metavar="HOST:PORT", help="also connect to this MQTT broker")
+    s.add_argument("--hubs", type=int, default=1, choices=range(1, 21), metavar="N",
+                   help="run N hubs (1-20) joined by a simulated LoRa mesh, each with its own page")
+    s.add_argument("--mesh-loss", type=float, default=0.0, metavar="P",
+                   help="with --hubs: packet loss on each simulated radio link (0-1)")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     s.set_defaults(func=cmd_demo)
 
@@ -280,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("button")
     s.add_argument("--hold", type=float, default=0.2, help="seconds to hold (default 0.2)")
     s.set_defaults(func=lambda a: _remote(a, {"cmd": "press", "button": a.button, "hold": a.hold}))
+
+    s = sub.add_parser("doctor", parents=[common], help="check the installation and say what to fix")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds per network check (default 5)")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("user", parents=[common], help="page accounts: add, passwd, remove, list")
     s.add_argument("action", choices=["add", "passwd", "remove", "list"])

@@ -58,9 +58,11 @@ class ButtonConfig:
         default="panic", metadata=_meta("Alert kind this button raises"))
     pull_up: bool = field(default=True, metadata=_meta("Internal pull-up (button shorts to ground)"))
     active_high: bool = field(default=False, metadata=_meta(
-        "Only when pull_up is false: true if the line reads high when pressed"))
-    debounce: float = field(default=0.05, metadata=_meta("Seconds the line must be stable",
-                                                         minimum=0, maximum=5))
+        "True if the line reads high when pressed: without pull_up a switch to 3V3; with pull_up a "
+        "normally-closed button to ground, so a cut wire reads as pressed (a fault, never silence)"))
+    debounce: float = field(default=0.05, metadata=_meta(
+        "Seconds the line must stay released before a press is over (a press counts on its first edge, so "
+        "a bounce train is one press)", minimum=0, maximum=5))
     hold_time: float = field(default=0.0, metadata=_meta(
         "Seconds the button must be held before an alert (0 = immediate)", minimum=0, maximum=30))
     silent_presses: int = field(default=0, metadata=_meta(
@@ -72,6 +74,37 @@ class ButtonConfig:
         maximum=30))
     stuck_after: float = field(default=60.0, metadata=_meta(
         "Seconds active after which the input is a fault (stuck or shorted)", minimum=1, maximum=3600))
+    repeat_escalates: bool = field(default=False, metadata=_meta(
+        "Pressing again while this button's alert is unacknowledged raises its level (at most every 30 s)"))
+
+    def __post_init__(self) -> None:
+        if self.silent_presses and not self.hold_time:
+            raise ConfigError([f"buttons: {self.name!r}: silent_presses needs hold_time > 0 (the silent "
+                               f"gesture is made of presses shorter than hold_time; with hold_time 0 "
+                               f"every press raises a loud alert at once)"])
+
+
+SirenPattern = Literal["continuous", "pulsed", "fast", "slow", "temporal3", "off"]
+
+
+def _patterns(doc: str) -> dict[str, Any]:
+    return _meta(doc + "; one pattern per escalation level, the last one repeats for higher levels. "
+                 "continuous, pulsed (0.5 s on/off), fast (0.2 s), slow (1 s), temporal3 (fire: three "
+                 "0.5 s beeps, 1.5 s pause) or off", minItems=1)
+
+
+@dataclass(frozen=True)
+class SirenPatterns:
+    panic: tuple[SirenPattern, ...] = field(default=("continuous",), metadata=_patterns("Panic alerts"))
+    medical: tuple[SirenPattern, ...] = field(default=("pulsed", "continuous"), metadata=_patterns(
+        "Medical alerts"))
+    fire: tuple[SirenPattern, ...] = field(default=("temporal3",), metadata=_patterns("Fire alerts"))
+    intrusion: tuple[SirenPattern, ...] = field(default=("pulsed", "continuous"), metadata=_patterns(
+        "Intrusion alerts"))
+    tamper: tuple[SirenPattern, ...] = field(default=("slow", "pulsed"), metadata=_patterns(
+        "Tamper alerts"))
+    fault: tuple[SirenPattern, ...] = field(default=("off",), metadata=_patterns("Fault alerts"))
+    test: tuple[SirenPattern, ...] = field(default=("fast",), metadata=_patterns("Test alerts"))
 
 
 @dataclass(frozen=True)
@@ -83,6 +116,13 @@ class SirenConfig:
                                                         minimum=1, maximum=3600))
     feedback_pin: int | None = field(default=None, metadata=_meta(
         "Optional input that reads active while the siren really sounds", minimum=0, maximum=53))
+    feedback_pull_up: bool = field(default=True, metadata=_meta(
+        "Feedback with internal pull-up, active low (a relay contact to ground); false: active high, "
+        "no pull (a current-sense output)"))
+    feedback_delay: float = field(default=0.5, metadata=_meta(
+        "Seconds the feedback may lag the drive before it is a fault", minimum=0.05, maximum=10))
+    patterns: SirenPatterns = field(default_factory=SirenPatterns, metadata=_meta(
+        "Sound per alert kind and escalation level"))
 
 
 @dataclass(frozen=True)
@@ -90,6 +130,9 @@ class TamperConfig:
     pin: int = field(metadata=_meta("BCM GPIO number of the enclosure tamper switch", minimum=0, maximum=53))
     zone: str = field(default="enclosure", metadata=_meta("Zone label"))
     pull_up: bool = field(default=True, metadata=_meta("Internal pull-up"))
+    active_high: bool = field(default=True, metadata=_meta(
+        "True if the line reads high when the enclosure is open: with pull_up a normally-closed switch "
+        "to ground (a cut wire is a tamper too)"))
 
 
 @dataclass(frozen=True)
@@ -102,7 +145,10 @@ class CameraConfig:
     width: int = field(default=640, metadata=_meta("Frame width", minimum=16, maximum=4096))
     height: int = field(default=480, metadata=_meta("Frame height", minimum=16, maximum=4096))
     burst: int = field(default=1, metadata=_meta("Snapshots per alert", minimum=0, maximum=10))
-    retention_days: float = field(default=30.0, metadata=_meta("Delete snapshots older than this", minimum=0))
+    burst_interval: float = field(default=0.5, metadata=_meta("Seconds between the snapshots of a burst",
+                                                              minimum=0, maximum=60))
+    retention_days: float = field(default=30.0, metadata=_meta(
+        "Delete snapshots older than this (0 = no age limit)", minimum=0))
     max_total_mb: float = field(default=500.0, metadata=_meta("Keep snapshots under this total size",
                                                               minimum=1))
 
@@ -186,15 +232,27 @@ class MeshConfig:
     channel_index: int = field(default=0, metadata=_meta("Channel for frames and marshal text", minimum=0,
                                                          maximum=7))
     beacon_interval: float = field(default=300.0, metadata=_meta("Seconds between presence beacons",
-                                                                 minimum=5))
+                                                                 minimum=1))
     neighbour_timeout: float = field(default=1200.0, metadata=_meta(
-        "Seconds after which an unheard neighbour is flagged", minimum=10))
+        "Seconds after which an unheard neighbour is flagged", minimum=2))
     duty_cycle: float = field(default=0.1, metadata=_meta("Fraction of airtime this hub may use",
                                                           minimum=0.001, maximum=1))
     marshals: tuple[str, ...] = field(default=(), metadata=_meta(
-        "Node ids (e.g. '!a1b2c3d4') whose 'ACK n' acknowledges an alert"))
+        "Node ids (e.g. '!a1b2c3d4') whose 'ACK n' acknowledges an alert",
+        items={"type": "string", "pattern": r"^![0-9a-f]{8}$"}))
     uplink: bool = field(default=True, metadata=_meta(
         "Whether this hub relays mesh alerts from hubs without uplink to MQTT"))
+    ack_timeout: float = field(default=45.0, metadata=_meta(
+        "Seconds to wait for the radio's ACK and the neighbours' receipts before a retry", minimum=0.2))
+    retry_initial: float = field(default=15.0, metadata=_meta(
+        "First retry delay of an unconfirmed frame; doubles per attempt", minimum=0.1))
+    retry_max: float = field(default=600.0, metadata=_meta("Longest retry delay", minimum=0.2))
+    reconnect_max: float = field(default=60.0, metadata=_meta(
+        "Longest delay between attempts to reconnect to the radio", minimum=0.2))
+    watchdog: float = field(default=900.0, metadata=_meta(
+        "Seconds of silence from the radio after which it is reconnected", minimum=1))
+    replay_window: float = field(default=600.0, metadata=_meta(
+        "Seconds a frame may be older than the newest heard from the same node", minimum=5))
 
 
 @dataclass(frozen=True)

@@ -127,23 +127,20 @@ class Daemon:
         self._lockfile.flush()
 
     def _start_sensors(self) -> None:
-        from hubd.sensors.buttons import PanicButton
-        from hubd.sensors.gpio import is_simulated, make_pin_factory
-        from hubd.sensors.sirens import Siren
+        """Buttons, sirens, tamper input and camera (``hubd.sensors.hardware``): one component."""
+        from hubd.sensors.gpio import is_simulated
+        from hubd.sensors.hardware import Hardware
 
-        factory = make_pin_factory(self.config.hardware.pin_factory)
-        for sc in self.config.sirens:
-            siren = Siren(sc, factory)
-            self.sirens.append(siren)
-            self.hub.add_sounder(siren)
-            self.hub.set_health(f"siren:{sc.name}", "ok")
-            self.closers.append(siren.close)
-        for bc in self.config.buttons:
-            button = PanicButton(bc, self.hub, factory)
-            self.buttons[bc.name] = button
-            self.closers.append(button.close)
-        self.hub.add_status_provider("sirens", lambda: {s.name: {"on": s.is_on} for s in self.sirens})
-        if is_simulated(factory):
+        hardware = Hardware(self.config, self.hub)
+        self.components["sensors"] = hardware
+        hardware.start()
+        self.buttons = hardware.buttons
+        self.sirens = hardware.sirens
+        self.hub.add_status_provider("sirens", hardware.siren_status)
+        self.hub.add_status_provider("buttons", hardware.button_status)
+        if hardware.camera is not None:
+            self.hub.add_status_provider("camera", hardware.camera.status)
+        if is_simulated(hardware.factory):
             self._register_press()
 
     def _register_press(self) -> None:

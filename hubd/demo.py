@@ -104,6 +104,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from hubd.daemon import run, setup_logging
 
     setup_logging(args.log_level)
+    if getattr(args, "hubs", 1) > 1:
+        return run_mesh_demo(args)
     state_dir = Path(args.state_dir or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state"))
                      / "hubd-demo").resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -128,3 +130,115 @@ def run_demo(args: argparse.Namespace) -> int:
 """, flush=True)
 
     return run(cfg, on_ready=announce)
+
+
+# --- several hubs on a simulated mesh (`hubd demo --hubs N`) -------------------------------
+
+MESH_SECTION = """
+[mesh]
+connection = "tcp:127.0.0.1:{port}"
+key_file = "{key_file}"
+beacon_interval = 60
+neighbour_timeout = 300
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_mesh_demo(args: argparse.Namespace) -> int:
+    """N daemons, each with its own store, page and control socket, whose simulated radios
+    form a chain on a simulated air (real LongFast airtime): each hub's page shows the
+    others' alerts.  Hub 1's control socket is the usual demo one, so plain CLI commands
+    reach it; the others are reached with ``-c <their config>``."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from hubd.control import ControlError, send_command
+    from hubd.radio.mesh_lab import write_key
+    from hubd.radio.meshsim import SimAir
+
+    n = args.hubs
+    base = Path(args.state_dir or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state"))
+                / "hubd-demo-mesh").resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    key_file = base / "network.key"
+    if not key_file.exists():
+        write_key(key_file)
+    air = SimAir(time_scale=1.0)
+    nodes = [air.add_node(hop_limit=3, name=f"hub-{i + 1}") for i in range(n)]
+    for a, b in zip(nodes, nodes[1:], strict=False):
+        air.link(a, b, loss=args.mesh_loss)
+    air.start()
+    hubs = []
+    for i, node in enumerate(nodes, start=1):
+        state_dir = base / f"hub-{i}"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        port = args.port + i - 1 if args.port else _free_port()
+        cfg_path = write_demo_config(state_dir, bind=args.bind, port=port,
+                                     mqtt=args.mqtt if i == 1 else None)
+        text = cfg_path.read_text().replace('id = "demo-hub"', f'id = "hub-{i}"').replace(
+            'name = "Demo hub"', f'name = "Demo hub {i}"')
+        if i > 1:  # only hub 1 answers plain CLI commands
+            text = text.replace(f'runtime_dir = "{demo_runtime_dir()}"',
+                                f'runtime_dir = "{state_dir / "run"}"')
+        cfg_path.write_text(text + MESH_SECTION.format(port=node.port, key_file=key_file))
+        try:
+            cfg = load_config(cfg_path)
+        except ConfigError as e:
+            print(f"hubd demo: hub {i}: {'; '.join(e.errors)}", file=sys.stderr)
+            air.stop()
+            return 2
+        user, password = _demo_account(cfg_path, state_dir)
+        log = open(state_dir / "hubd.log", "ab")  # noqa: SIM115 - closed when the demo ends
+        proc = subprocess.Popen([sys.executable, "-m", "hubd.cli", "run", "-c", str(cfg_path),
+                                 "--log-level", args.log_level], stdout=log, stderr=subprocess.STDOUT)
+        hubs.append({"i": i, "cfg": cfg, "path": cfg_path, "port": port, "user": user,
+                     "password": password, "proc": proc, "log": log})
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    deadline = time.monotonic() + 60
+    for h in hubs:
+        while not stop.is_set() and time.monotonic() < deadline and h["proc"].poll() is None:
+            try:
+                if send_command(h["cfg"].control_socket, {"cmd": "status"}, timeout=2)["ok"]:
+                    break
+            except (ControlError, OSError):
+                pass
+            time.sleep(0.2)
+    lines = [f"\n  hubd demo: {n} hubs on a simulated LoRa mesh (a chain; state in {base}).\n"]
+    for h in hubs:
+        flag = "" if h["i"] == 1 else f" -c {h['path']}"
+        state = "running" if h["proc"].poll() is None else f"exited ({h['proc'].returncode})"
+        lines.append(f"  hub-{h['i']}: http://{args.bind}:{h['port']}/  login {h['user']} / {h['password']}"
+                     f"  [{state}]")
+        lines.append(f"         hubd press gate{flag}     hubd alerts{flag}")
+        lines.append(f"         log: {h['cfg'].state_dir / 'hubd.log'}")
+    lines.append("\n  Press a button on one hub and watch the alert appear on the others' pages."
+                 "\n  Stop: Ctrl-C\n")
+    print("\n".join(lines), flush=True)
+    try:
+        while not stop.wait(1.0):
+            if all(h["proc"].poll() is not None for h in hubs):
+                break
+    finally:
+        for h in hubs:
+            if h["proc"].poll() is None:
+                h["proc"].terminate()
+        for h in hubs:
+            try:
+                h["proc"].wait(15)
+            except subprocess.TimeoutExpired:
+                h["proc"].kill()
+            h["log"].close()
+        air.stop()
+    return 0

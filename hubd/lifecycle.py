@@ -8,6 +8,13 @@ commit.  On raising, the sirens are sounded *before* any disk I/O.
 Escalation timers are APScheduler jobs derived from stored state (raised_at and
 level), so a restart resumes them exactly where they were: it never raises, repeats
 or forgets an alert.
+
+When the store cannot be written (a full or read-only SD card, an I/O error) the hub
+fails loudly but keeps protecting people: the sirens have already sounded, the
+``store`` component turns to fault (status, page, log), alerts and events are kept in
+memory (``status()["unsaved"]``) and a timer job writes them, oldest first and with
+their original times, as soon as the store takes writes again.  Manager actions that
+need a write (acknowledge, resolve, cancel) are refused with a clear error instead.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -49,6 +56,11 @@ MESH_EVENT_TYPES = frozenset({
 PRIORITY_ALERT = 0
 PRIORITY_ROUTINE = 1
 
+#: Seconds between attempts to write what the store refused.
+STORE_RETRY_SECONDS = 2.0
+#: Unsaved items kept in memory at most; beyond it the oldest routine events are dropped.
+MAX_UNSAVED = 5000
+
 
 class Sounder(Protocol):
     """What the core needs of a siren (``hubd.sensors`` provides the real ones)."""
@@ -72,6 +84,30 @@ class ComponentHealth:
 Listener = Callable[[Event, dict[str, Any]], None]
 
 
+@dataclass
+class _Unsaved:
+    """An alert or event the store refused, kept in memory until it can be written."""
+
+    number: int
+    type: str
+    actor: str
+    time: float
+    clock_synced: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    alert: Alert | None = None  # a new local alert (its id and seq are given when written)
+    alert_id: str | None = None  # the stored alert an event belongs to
+    envelope: dict[str, Any] | None = None  # an event heard from another hub
+    relay_to: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "time": self.time, "actor": self.actor}
+        if self.alert is not None:
+            d["alert"] = self.alert.to_dict()
+        elif self.alert_id:
+            d["alert_id"] = self.alert_id
+        return d
+
+
 class Hub:
     """The core of a ward hub: the response protocol applied to the store."""
 
@@ -92,6 +128,8 @@ class Hub:
         self._scheduler = scheduler or BackgroundScheduler(timezone=UTC, daemon=True)
         self._own_scheduler = scheduler is None
         self._destinations = config.destinations()
+        self._unsaved: list[_Unsaved] = []
+        self._unsaved_count = 0
 
     # --- wiring ---------------------------------------------------------------------------
 
@@ -119,6 +157,8 @@ class Hub:
                     t.name = "hubd-timers"
         for alert in self.store.alerts(open_only=True, remote=False, limit=10_000):
             self._schedule_escalation(alert)
+        self._scheduler.add_job(self._retry_store, "interval", seconds=STORE_RETRY_SECONDS,
+                                id="store-retry", coalesce=True, max_instances=1, replace_existing=True)
         self.record("hub.started", actor="system", data={"version": __version__})
 
     def stop(self) -> None:
@@ -134,18 +174,28 @@ class Hub:
         if not silent:
             self._sound(kind, 0)
         now = self.clock()
+        data = {"silent": silent} if silent else {}
         with self._lock:
-            with self.store.transaction():
-                seq = self.store.next_value("alert_seq")
-                alert = Alert(id=f"{self.hub_id}:{seq}", hub=self.hub_id, seq=seq, kind=kind,
-                              source=source, zone=zone, silent=silent, raised_at=now, updated_at=now,
-                              extra=dict(extra or {}))
-                self.store.save_alert(alert)
-                committed = self._append(TRANSITION_EVENT[AlertState.RAISED], actor or source, alert,
-                                         {"silent": silent} if silent else {})
+            try:
+                # Anything refused earlier goes first, so this alert never overtakes an older one.
+                late = self._flush_unsaved()
+                with self.store.transaction():
+                    seq = self.store.next_value("alert_seq")
+                    alert = Alert(id=f"{self.hub_id}:{seq}", hub=self.hub_id, seq=seq, kind=kind,
+                                  source=source, zone=zone, silent=silent, raised_at=now, updated_at=now,
+                                  extra=dict(extra or {}))
+                    self.store.save_alert(alert)
+                    committed = self._append(TRANSITION_EVENT[AlertState.RAISED], actor or source, alert,
+                                             data)
+            except sqlite3.Error as e:
+                return self._keep_unsaved_alert(kind, source, zone, actor or source, silent, extra, now,
+                                                 data, e)
             self._schedule_escalation(alert)
         log.warning("ALERT %s %s zone=%r source=%s%s", alert.id, kind, zone, source,
                     " (silent)" if silent else "")
+        for c in late:
+            self._announce(*c)
+        self._store_ok_again(bool(late))
         self._announce(*committed)
         return alert
 
@@ -192,6 +242,12 @@ class Hub:
             self._safely(s.chirp, s)
         self.record("siren.test", actor=actor)
 
+    def chime(self, actor: str) -> None:
+        """A short chirp on every siren (a neighbour's alert, by policy); no alert, no event."""
+        log.info("chime for %s", actor)
+        for s in self._sounders:
+            self._safely(s.chirp, s)
+
     def escalate(self, alert_id: str, actor: str = "system", reason: str = "timer") -> Alert | None:
         """Raise an unacknowledged alert's level by one; a no-op for any other state."""
         with self._lock:
@@ -214,9 +270,20 @@ class Hub:
     def record(self, type: str, *, actor: str, alert_id: str | None = None,
                data: dict[str, Any] | None = None, announce: bool = True) -> Event:
         """Append a non-transition event (pressed again, snapshot, fault, test...)."""
+        late: list[tuple[Event, dict[str, Any]]] = []
         with self._lock:
-            alert = self.store.get_alert(alert_id) if alert_id else None
-            committed = self._append(type, actor, alert, data or {}, alert_id=alert_id)
+            try:
+                late = self._flush_unsaved()
+                alert = self.store.get_alert(alert_id) if alert_id else None
+                committed = self._append(type, actor, alert, data or {}, alert_id=alert_id)
+            except sqlite3.Error as e:
+                u = self._keep_unsaved(_Unsaved(0, type, actor, self.clock(), self.clock_synced(),
+                                                dict(data or {}), alert_id=alert_id), e)
+                return Event(id=f"{self.hub_id}:unsaved-{u.number}", type=type, time=u.time,
+                             hub=self.hub_id, actor=actor, alert_id=alert_id, data=u.data)
+        for c in late:
+            self._announce(*c)
+        self._store_ok_again(bool(late))
         if announce:
             self._announce(*committed)
         return committed[0]
@@ -245,9 +312,28 @@ class Hub:
 
         Returns True if it was new.  ``relay_to`` adds outbox rows (e.g. a mesh event to
         be relayed to MQTT by this hub)."""
+        late: list[tuple[Event, dict[str, Any]]] = []
+        with self._lock:
+            try:
+                late = self._flush_unsaved()
+                committed = self._ingest(envelope, via, relay_to)
+            except sqlite3.Error as e:
+                if not any(u.envelope and u.envelope.get("id") == envelope["id"] for u in self._unsaved):
+                    self._keep_unsaved(_Unsaved(0, envelope["type"], envelope.get("actor", "?"),
+                                                envelope["time"], True, envelope=dict(envelope),
+                                                data={"via": via}, relay_to=tuple(relay_to)), e)
+                return True
+        for c in late:
+            self._announce(*c)
+        self._store_ok_again(bool(late))
+        if committed is not None:
+            self._announce(committed, envelope)
+        return committed is not None
+
+    def _ingest(self, envelope: dict[str, Any], via: str, relay_to: tuple[str, ...]) -> Event | None:
         with self._lock:
             if self.store.has_event(envelope["id"]):
-                return False
+                return None
             alert = None
             if isinstance(envelope.get("alert"), dict):
                 a = dict(envelope["alert"])
@@ -257,7 +343,7 @@ class Hub:
                                         "remote": True, "relayed_by": a.get("relayed_by")})
                 alert.extra = {"via": via}
                 if current is not None and not current.remote:
-                    return False  # our own alert echoed back
+                    return None  # our own alert echoed back
                 if current is not None and current.updated_at > alert.updated_at:
                     alert = None  # an older event arriving late must not roll the state back
             event = Event(id=envelope["id"], type=envelope["type"], time=envelope["time"],
@@ -267,11 +353,7 @@ class Hub:
             with self.store.transaction():
                 if alert is not None:
                     self.store.save_alert(alert)
-                committed = self.store.append_event(
-                    event, envelope, tuple((d, PRIORITY_ALERT) for d in relay_to))
-        if committed is not None:
-            self._announce(committed, envelope)
-        return committed is not None
+                return self.store.append_event(event, envelope, tuple((d, PRIORITY_ALERT) for d in relay_to))
 
     # --- reading --------------------------------------------------------------------------
 
@@ -296,6 +378,7 @@ class Hub:
             "open_alerts": [a.to_dict() for a in self.store.alerts(open_only=True, limit=50)],
             "outbox": self.store.outbox_stats(),
             "links": links,
+            "unsaved": [u.describe() for u in list(self._unsaved)],
         }
 
     # --- internals ------------------------------------------------------------------------
@@ -337,28 +420,152 @@ class Hub:
             alert.state = target
             alert.outcome = outcome
             alert.updated_at = self.clock()
-            with self.store.transaction():
-                self.store.save_alert(alert)
-                data = {"outcome": str(outcome)} if outcome else {}
-                committed = self._append(TRANSITION_EVENT[target], actor, alert, data)
+            try:
+                with self.store.transaction():
+                    self.store.save_alert(alert)
+                    data = {"outcome": str(outcome)} if outcome else {}
+                    committed = self._append(TRANSITION_EVENT[target], actor, alert, data)
+            except sqlite3.Error as e:
+                self._store_failed(e, f"{TRANSITION_EVENT[target]} {alert_id}")
+                raise TransitionError(
+                    f"alert {alert_id} was NOT changed: the store cannot be written ({e}). The sirens and "
+                    f"the page still work; free space on the SD card (run `hubd doctor`) and try again.",
+                    code="store_unavailable") from e
         log.warning("%s %s by %s", TRANSITION_EVENT[target], alert.id, actor)
         self._announce(*committed)
         return alert
 
     def _append(self, type: str, actor: str, alert: Alert | None, data: dict[str, Any], *,
-                alert_id: str | None = None) -> tuple[Event, dict[str, Any]]:
+                alert_id: str | None = None, when: float | None = None,
+                clock_synced: bool | None = None) -> tuple[Event, dict[str, Any]]:
         with self.store.transaction():
             n = self.store.next_value("event_seq")
-            event = Event(id=f"{self.hub_id}:e{n}", type=type, time=self.clock(), hub=self.hub_id,
-                          actor=actor, alert_id=alert.id if alert else alert_id, data=data)
+            event = Event(id=f"{self.hub_id}:e{n}", type=type, time=self.clock() if when is None else when,
+                          hub=self.hub_id, actor=actor, alert_id=alert.id if alert else alert_id, data=data)
             envelope = event.envelope(self.config.hub.ward, alert)
             priority = PRIORITY_ALERT if (type in ALERT_EVENT_TYPES or type.startswith("siren."))\
                 else PRIORITY_ROUTINE
             routes = tuple((d, priority) for d in self._destinations
                            if d != "mesh" or type in MESH_EVENT_TYPES)
-            committed = self.store.append_event(event, envelope, routes, clock_synced=self.clock_synced())
+            committed = self.store.append_event(
+                event, envelope, routes,
+                clock_synced=self.clock_synced() if clock_synced is None else clock_synced)
         assert committed is not None  # our own ids are unique
         return committed, envelope
+
+    # --- when the store refuses writes ------------------------------------------------------
+
+    def _keep_unsaved_alert(self, kind: AlertKind, source: str, zone: str, actor: str, silent: bool,
+                            extra: dict[str, Any] | None, now: float, data: dict[str, Any],
+                            error: sqlite3.Error) -> Alert:
+        """Hold a new alert in memory; it gets its id when the store takes it."""
+        pending = next((u for u in self._unsaved if u.alert is not None and u.alert.source == source
+                        and u.alert.kind == kind), None)
+        if pending is not None:  # pressed again while still unsaved: one alert, as when stored
+            self._store_failed(error, f"raising a {kind} alert from {source} (again)")
+            assert pending.alert is not None
+            return pending.alert
+        alert = Alert(id="", hub=self.hub_id, seq=0, kind=kind, source=source, zone=zone, silent=silent,
+                      raised_at=now, updated_at=now, extra=dict(extra or {}))
+        u = self._keep_unsaved(_Unsaved(0, TRANSITION_EVENT[AlertState.RAISED], actor, now,
+                                        self.clock_synced(), data, alert=alert), error)
+        alert.id = f"{self.hub_id}:unsaved-{u.number}"
+        log.critical("ALERT %s %s zone=%r source=%s NOT SAVED (%s): sirens on, kept in memory, "
+                     "retrying every %.0f s", alert.id, kind, zone, source, error, STORE_RETRY_SECONDS)
+        return alert
+
+    def _keep_unsaved(self, item: _Unsaved, error: sqlite3.Error) -> _Unsaved:
+        """Queue an item the store refused (caller holds the lock) and report the fault."""
+        self._store_failed(error, f"writing {item.type}")  # first, so the fault event comes first
+        self._unsaved_count += 1
+        item.number = self._unsaved_count
+        self._unsaved.append(item)
+        if len(self._unsaved) > MAX_UNSAVED:
+            drop = next((u for u in self._unsaved if u.alert is None), None)
+            if drop is not None:
+                self._unsaved.remove(drop)
+                log.error("store: dropped unsaved %s event from %s: more than %d items waiting",
+                          drop.type, drop.actor, MAX_UNSAVED)
+        return item
+
+    def _store_failed(self, error: Exception, what: str) -> None:
+        """Mark the store faulty (loudly on the change, quietly while it lasts)."""
+        n_alerts = sum(1 for u in self._unsaved if u.alert is not None)
+        reason = (f"cannot write {self.store.path}: {error}; {n_alerts} alert(s) and "
+                  f"{len(self._unsaved) - n_alerts} event(s) kept in memory, retrying")
+        old = self.health.get("store")
+        first = old is None or old.status != "fault"
+        self.health["store"] = ComponentHealth("fault", reason, self.clock() if first else old.since)
+        if first:
+            log.error("STORE FAULT while %s: %s. Alerts still sound the sirens and show on the page; "
+                      "they are written as soon as the store takes writes again.", what, error)
+            self._unsaved_count += 1
+            self._unsaved.append(_Unsaved(self._unsaved_count, "component.fault", "store", self.clock(),
+                                          self.clock_synced(), {"component": "store", "status": "fault",
+                                                                "reason": str(error)}))
+        else:
+            log.debug("store still refuses writes (%s): %s", what, error)
+
+    def _flush_unsaved(self) -> list[tuple[Event, dict[str, Any]]]:
+        """Write the held items, oldest first with their own times (caller holds the lock).
+
+        Raises the store's error if it still refuses; what was written stays written."""
+        done: list[tuple[Event, dict[str, Any]]] = []
+        while self._unsaved:
+            u = self._unsaved[0]
+            alert: Alert | None = None
+            try:
+                with self.store.transaction():
+                    if u.envelope is not None:
+                        heard = self._ingest(u.envelope, u.data.get("via", "?"), u.relay_to)
+                        self._unsaved.pop(0)
+                        if heard is not None:
+                            done.append((heard, u.envelope))
+                        continue
+                    if u.alert is not None:
+                        seq = self.store.next_value("alert_seq")
+                        alert = replace(u.alert, id=f"{self.hub_id}:{seq}", seq=seq)
+                        self.store.save_alert(alert)
+                        data = {**u.data, "stored_late": round(max(self.clock() - u.time, 0.0), 1)}
+                    else:
+                        alert = self.store.get_alert(u.alert_id) if u.alert_id else None
+                        data = u.data
+                    committed = self._append(u.type, u.actor, alert, data, alert_id=u.alert_id,
+                                             when=u.time, clock_synced=u.clock_synced)
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.Error:
+                # Not a full or failing disk but a refusal of this item itself: retrying cannot help.
+                log.exception("store: could not write unsaved %s from %s; dropped", u.type, u.actor)
+                self._unsaved.pop(0)
+                continue
+            self._unsaved.pop(0)
+            if u.alert is not None and alert is not None:
+                self._schedule_escalation(alert)
+                log.warning("ALERT %s (was %s:unsaved-%d) written to the store %.0f s late", alert.id,
+                            self.hub_id, u.number, self.clock() - u.time)
+            done.append(committed)
+        return done
+
+    def _retry_store(self) -> None:
+        """Timer job: write what the store refused, and clear the fault once it takes writes."""
+        if not self._unsaved:
+            return
+        with self._lock:
+            try:
+                done = self._flush_unsaved()
+            except sqlite3.Error as e:
+                self._store_failed(e, "retrying")
+                return
+        for c in done:
+            self._announce(*c)
+        self._store_ok_again(True)
+
+    def _store_ok_again(self, wrote: bool) -> None:
+        old = self.health.get("store")
+        if wrote and old is not None and old.status == "fault" and not self._unsaved:
+            log.warning("store writable again: everything kept in memory is written")
+            self.set_health("store", "ok", "")
 
     def _announce(self, event: Event, envelope: dict[str, Any]) -> None:
         for listener in list(self._listeners):
@@ -382,6 +589,15 @@ class Hub:
             alert = self.store.get_alert(alert_id)
             if alert is not None and alert.level == from_level:
                 self.escalate(alert_id)
+        except sqlite3.Error as e:
+            with self._lock:
+                self._store_failed(e, f"escalating {alert_id}")
+            # Escalation is derived from stored state: try again once the store takes writes.
+            self._scheduler.add_job(self._escalate_job, "date", args=[alert_id, from_level],
+                                    run_date=datetime.fromtimestamp(time.time() + STORE_RETRY_SECONDS,
+                                                                    tz=UTC),
+                                    id=f"escalate:{alert_id}", replace_existing=True,
+                                    misfire_grace_time=None, coalesce=True)
         except Exception:
             log.exception("escalation of %s failed", alert_id)
 

@@ -61,6 +61,6 @@ def state_payload(config: Config, status: dict[str, Any]) -> dict[str, Any]:
     else:
         alarm = "clear"
     sirens = status.get("links", {}).get("sirens", {})
-    on = any(isinstance(s, dict) and s.get("on") for s in sirens.values()) if isinstance(sirens, dict) else False
+    on = isinstance(sirens, dict) and any(isinstance(s, dict) and s.get("on") for s in sirens.values())
     return {"alarm": alarm, "siren": "ON" if on else "OFF",
             "buttons": {b.name: "ON" if b.name in sources else "OFF" for b in config.buttons}}

@@ -1,9 +1,11 @@
-"""Choosing gpiozero's pin factory from configuration: the only hardware difference
-between a simulated hub and a Pi."""
+"""Choosing gpiozero's pin factory from configuration (the only hardware difference
+between a simulated hub and a Pi), and the input line every sensor reads."""
 
 from __future__ import annotations
 
-from gpiozero import Factory
+from collections.abc import Callable
+
+from gpiozero import DigitalInputDevice, Factory
 
 
 def make_pin_factory(name: str) -> Factory | None:
@@ -24,6 +26,52 @@ def make_pin_factory(name: str) -> Factory | None:
 
 
 def is_simulated(factory: Factory | None) -> bool:
+    """True when ``factory`` is gpiozero's mock factory (``hubd press`` may drive pins)."""
     from gpiozero.pins.mock import MockFactory
 
     return isinstance(factory, MockFactory)
+
+
+class InputLine:
+    """One GPIO input that reports its *logical* level: active or not.
+
+    ``pull_up`` enables the internal pull-up.  ``active_high`` says the line reads
+    high when active: without a pull-up that is a switch to 3V3 or a driven signal;
+    with a pull-up it is a normally-closed switch to ground, which also reads
+    active when its wire is cut.  ``on_change(active)`` is called on every edge,
+    in whatever thread the pin factory reports edges (for mock pins: the thread
+    that drives the pin).
+    """
+
+    def __init__(self, pin: int, *, pull_up: bool, active_high: bool, on_change: Callable[[bool], None],
+                 pin_factory: Factory | None = None):
+        self.active_high = active_high
+        if pull_up:
+            # gpiozero fixes "active = low" with a pull-up; a normally-closed switch inverts that.
+            self.device = DigitalInputDevice(pin, pull_up=True, pin_factory=pin_factory)
+            self._invert = active_high
+        else:
+            self.device = DigitalInputDevice(pin, pull_up=None, active_state=active_high,
+                                             pin_factory=pin_factory)
+            self._invert = False
+        self._on_change = on_change
+        self.device.when_activated = self._lo if self._invert else self._hi
+        self.device.when_deactivated = self._hi if self._invert else self._lo
+
+    def _hi(self) -> None:
+        self._on_change(True)
+
+    def _lo(self) -> None:
+        self._on_change(False)
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self.device.is_active) != self._invert
+
+    def drive(self, active: bool) -> None:
+        """Drive a mock pin to the active or inactive level (simulation and tests only)."""
+        high = active == self.active_high
+        (self.device.pin.drive_high if high else self.device.pin.drive_low)()
+
+    def close(self) -> None:
+        self.device.close()

@@ -109,13 +109,18 @@ class LiveHub:
 
     def run(self, s: Stream, last_seq: int | None) -> Iterator[str]:
         """The body of one SSE response; releases its slot however it ends."""
+        resume = last_seq is not None
+        if last_seq is None:
+            # Read now, not at the first step: the stream's queue already gets everything
+            # committed after this point, so nothing falls between the two.
+            latest = self.store.events(limit=1, newest_first=True)
+            last_seq = latest[0]["seq"] if latest else 0
+        return self._body(s, last_seq, resume)
+
+    def _body(self, s: Stream, last_seq: int, resume: bool) -> Iterator[str]:
         try:
             yield f"retry: 3000\n: hubd live, heartbeat every {self.heartbeat:g} s\n\n"
-            if last_seq is None:
-                # A fresh page rendered the current state; it needs only what comes next.
-                latest = self.store.events(limit=1, newest_first=True)
-                last_seq = latest[0]["seq"] if latest else 0
-            else:
+            if resume:
                 for msg in self._backlog(last_seq):
                     last_seq = msg["seq"]
                     yield format_sse(msg)

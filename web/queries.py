@@ -169,7 +169,7 @@ def events_csv(rows: list[dict[str, Any]]) -> str:
     w.writerow(CSV_COLUMNS)
     for r in rows:
         iso = datetime.fromtimestamp(r["time"]).isoformat(timespec="seconds")
-        w.writerow([_cell(x) for x in (r["seq"], iso, r["time"], r["type"], r["alert_id"] or "", r["kind"] or "",
-                                       r["state"] or "", r["zone"] or "", r["source"] or "", r["actor"],
-                                       r["hub"], r["id"], json.dumps(r["data"], sort_keys=True))])
+        w.writerow([_cell(x) for x in (r["seq"], iso, r["time"], r["type"], r["alert_id"] or "",
+                                       r["kind"] or "", r["state"] or "", r["zone"] or "", r["source"] or "",
+                                       r["actor"], r["hub"], r["id"], json.dumps(r["data"], sort_keys=True))])
     return buf.getvalue()

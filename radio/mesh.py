@@ -1,0 +1,730 @@
+"""The LoRa mesh link: alerts to and from neighbouring hubs and marshals' handhelds.
+
+``MeshLink`` owns one connection to a Meshtastic radio (``hubd.radio.mesh_radio``)
+and one thread, ``hubd-mesh``, that does everything else: it drains the ``mesh``
+outbox into compact authenticated frames (``hubd.radio.frames``), tracks their
+delivery, hears other hubs' frames and feeds them to the core, and answers marshals.
+
+Delivery.  Each outbox row is sent as a broadcast with want-ack.  It counts as
+delivered when every neighbouring hub heard directly within ``neighbour_timeout`` has
+been heard holding it (relaying it, or sending a receipt for it) and, when there are
+no such neighbours, when the radio reports an ACK (explicit, or implicit: a
+neighbour's rebroadcast).  Otherwise, after ``ack_timeout`` or on a NAK, it is
+retried with exponential backoff; the row stays in SQLite meanwhile, so restarts lose
+nothing.  A raise or escalation whose alert has since closed is superseded by the
+closing frame and not retried further.
+
+Flooding.  Every hub relays (once: the core deduplicates by event id) each alert frame
+it hears for the first time, as its own outbox row; so alerts travel any number of
+hops whatever the radios' hop limit.  A hub that hears again a frame it already holds,
+directly from a neighbour, answers with a short receipt (HAVE) so that the neighbour
+can stop retrying.
+
+Callbacks from the library (on its reader and publishing threads) only put what they
+got on the link's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import re
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubd.commands import CommandProcessor
+from hubd.config import Config
+from hubd.lifecycle import MESH_EVENT_TYPES, Hub
+from hubd.model import Event
+from hubd.radio import frames
+from hubd.radio.frames import EVENT_TYPE, FRAME_TYPE, STATE, Frame, FrameError, FrameType
+from hubd.radio.mesh_airtime import AirtimeBudget, packet_airtime
+from hubd.radio.mesh_radio import Radio, RadioError
+
+log = logging.getLogger("hubd.radio.mesh")
+
+TEXT_PORT = 1  # TEXT_MESSAGE_APP
+BROADCAST = "^all"
+MAX_IN_FLIGHT = 4
+CALL_TIMEOUT = 10.0
+_ACK_RE = re.compile(r"^\s*ACK\s+(?:([A-Za-z0-9_-]{1,24})[:\s])?\s*(\d{1,8})\s*[.!]?\s*$", re.IGNORECASE)
+
+Identity = tuple[str, int, int, int]
+
+
+@dataclass
+class Neighbour:
+    """A hub heard on the mesh (kept here: the library does not refresh private-port traffic)."""
+
+    node: int
+    hub: str | None = None
+    last_heard: float = 0.0  # wall clock
+    direct_at: float = 0.0  # monotonic; last heard with no hops between
+    snr: float | None = None
+    rssi: int | None = None
+    hops: int | None = None
+    uplink: bool = False
+    open_alerts: int = 0
+
+    def as_dict(self, now: float, timeout: float) -> dict[str, Any]:
+        age = now - self.last_heard
+        return {"hub": self.hub, "node": f"!{self.node:08x}", "last_heard": round(self.last_heard, 1),
+                "age": round(age, 1), "snr": self.snr, "rssi": self.rssi, "hops": self.hops,
+                "uplink": self.uplink, "open_alerts": self.open_alerts, "stale": age > timeout}
+
+
+@dataclass
+class _Row:
+    """An outbox row on the air, waiting for its confirmation."""
+
+    id: int
+    identity: Identity
+    packet_id: int
+    attempts: int
+    deadline: float
+    radio_acked: bool = False
+    label: str = ""
+    missing: set[int] = field(default_factory=set)
+
+
+class MeshLink:
+    """The Meshtastic link of one hub (a daemon Component with ``status()``)."""
+
+    def __init__(self, config: Config, hub: Hub, processor: CommandProcessor, *,
+                 clock: Any = time.time):
+        assert config.mesh is not None
+        self.config = config
+        self.cfg = config.mesh
+        self.hub = hub
+        self.processor = processor
+        self.clock = clock
+        self.hub_id = config.hub.id
+        self.has_uplink = config.mqtt is not None
+        self.gateway = config.mqtt is not None and self.cfg.uplink
+        self.key: bytes = b""
+        self.config_error: str | None = None
+        self._check_config()
+        self.neighbours: dict[int, Neighbour] = {}
+        self.counters: Counter[str] = Counter()
+        self.replay = frames.ReplayWindow(self.cfg.replay_window)
+        self.budget = AirtimeBudget(self.cfg.duty_cycle)
+        self.radio: Radio | None = None
+        self.state = "stopped"
+        self.last_error = ""
+        self._inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rows: dict[int, _Row] = {}  # outbox id -> row on the air
+        self._by_packet: dict[int, int] = {}  # packet id -> outbox id
+        self._holders: OrderedDict[Identity, set[int]] = OrderedDict()  # who holds what
+        self._receipts: dict[Identity, float] = {}  # receipts to send (monotonic due)
+        self._receipt_sent: dict[Identity, float] = {}
+        self._texts: OrderedDict[int, int] = OrderedDict()  # marshal text packet id -> alert seq
+        self._next_beacon = 0.0
+        self._last_activity = 0.0
+        self._marker = 0
+        self._probed_at = 0.0
+        self._reconnect_delay = 0.5
+        self._next_connect = 0.0
+        self._subscribed = False
+
+    def _check_config(self) -> None:
+        try:
+            frames.encode(Frame(FrameType.BEACON, self.hub_id, 0), b"k" * 16, 0)
+        except ValueError as e:
+            self.config_error = f"hub.id: {e}"
+            return
+        try:
+            self.key = frames.load_key(Path(self.cfg.key_file).read_text())
+        except (OSError, ValueError) as e:
+            self.config_error = f"mesh.key_file: {self.cfg.key_file}: {e}"
+
+    # --- Component ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.config_error:
+            log.error("mesh link disabled: %s", self.config_error)
+            self.state = "disabled"
+            self.last_error = self.config_error
+            self.hub.set_health("mesh", "fault", self.config_error)
+            return
+        from pubsub import pub
+
+        pub.subscribe(self._pub_receive, "meshtastic.receive")
+        pub.subscribe(self._pub_lost, "meshtastic.connection.lost")
+        self._subscribed = True
+        self.hub.subscribe(self._on_event)
+        self._stop.clear()
+        self.state = "connecting"
+        self._thread = threading.Thread(target=self._run, name="hubd-mesh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(15)
+        if self._subscribed:
+            from pubsub import pub
+
+            for fn, topic in ((self._pub_receive, "meshtastic.receive"),
+                              (self._pub_lost, "meshtastic.connection.lost")):
+                try:
+                    pub.unsubscribe(fn, topic)
+                except Exception:
+                    pass
+            self._subscribed = False
+        if self.radio is not None:
+            self.radio.close()
+            self.radio = None
+        self.state = "stopped"
+
+    def alive(self) -> bool:
+        if self.state == "disabled":
+            return True
+        return self._thread is not None and self._thread.is_alive()
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        timeout = self.cfg.neighbour_timeout
+        neighbours = sorted((n.as_dict(now, timeout) for n in list(self.neighbours.values())),
+                            key=lambda d: (d["hub"] or "~", d["node"]))
+        radio = self.radio
+        return {
+            "state": self.state, "connection": self.cfg.connection,
+            "node": radio.node_id if radio else None, "in_flight": len(self._rows),
+            "neighbours": neighbours, "stale_neighbours": sum(1 for n in neighbours if n["stale"]),
+            "airtime_used": round(self.budget.fraction(), 4), "counters": dict(self.counters),
+            "last_error": self.last_error,
+        }
+
+    # --- callbacks from other threads: enqueue only, never block, never raise ------------------
+
+    def _on_event(self, event: Event, envelope: dict[str, Any]) -> None:
+        if event.type in MESH_EVENT_TYPES:
+            self._wake.set()
+
+    def _pub_receive(self, packet: Any, interface: Any) -> None:
+        try:
+            self._inbox.put(("packet", interface, packet))
+            self._wake.set()
+        except Exception:
+            pass
+
+    def _pub_lost(self, interface: Any) -> None:
+        try:
+            self._inbox.put(("lost", interface, None))
+            self._wake.set()
+        except Exception:
+            pass
+
+    def _make_response_handler(self, iface: Any) -> Any:
+        def on_response(packet: dict[str, Any]) -> None:
+            try:
+                self._inbox.put(("response", iface, packet))
+                self._wake.set()
+            except Exception:
+                pass
+        return on_response
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.radio is None and time.monotonic() >= self._next_connect:
+                    self._connect()
+                self._process_inbox()
+                if self.radio is not None:
+                    self._watchdog()
+                if self.radio is not None:
+                    self._expire()
+                    self._drain()
+                    self._send_receipts()
+                    self._beacon()
+            except RadioError as e:
+                self._drop_radio(str(e))
+            except Exception as e:
+                log.exception("mesh link: unexpected error")
+                self.last_error = f"{type(e).__name__}: {e}"
+                self._stop.wait(1.0)
+            self._wake.wait(self._next_wait())
+            self._wake.clear()
+
+    def _next_wait(self) -> float:
+        now = time.monotonic()
+        waits = [1.0]
+        if self.radio is None:
+            waits.append(self._next_connect - now)
+        else:
+            waits.append(self._next_beacon - now)
+            waits.extend(r.deadline - now for r in self._rows.values())
+            waits.extend(t - now for t in self._receipts.values())
+        return min(max(min(waits), 0.02), 1.0)
+
+    # --- connection -----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self.state = "connecting"
+        try:
+            radio = Radio.open(self.cfg.connection, timeout=10.0, stop=self._stop)
+        except RadioError as e:
+            self.counters["connect_failures"] += 1
+            self._schedule_reconnect(f"cannot connect to the radio at {self.cfg.connection}: {e}")
+            return
+        self.radio = radio
+        self.state = "connected"
+        self.counters["connects"] += 1
+        self._reconnect_delay = 0.5
+        now = time.monotonic()
+        self._last_activity = now
+        self._marker = radio.activity_marker()
+        self._probed_at = now
+        self._next_beacon = now + random.uniform(0.05, min(2.0, self.cfg.beacon_interval / 4))
+        log.info("mesh: connected to radio %s (%s), hop limit %d", radio.node_id, self.cfg.connection,
+                 radio.hop_limit)
+        self.last_error = ""
+        self.hub.set_health("mesh", "ok")
+
+    def _schedule_reconnect(self, reason: str) -> None:
+        delay = self._reconnect_delay * random.uniform(0.8, 1.2)
+        self._next_connect = time.monotonic() + delay
+        self._reconnect_delay = min(self._reconnect_delay * 2, self.cfg.reconnect_max)
+        self.state = "down"
+        if reason != self.last_error:
+            log.warning("mesh: %s; retrying in %.1f s", reason, delay)
+        self.last_error = reason
+        self.hub.set_health("mesh", "fault", reason)
+
+    def _drop_radio(self, reason: str) -> None:
+        radio, self.radio = self.radio, None
+        if radio is not None:
+            self.counters["disconnects"] += 1
+            log.warning("mesh: radio %s lost: %s", radio.node_id, reason)
+            radio.close()
+        now = self.clock()
+        for row in list(self._rows.values()):
+            self._fail(row, f"radio lost: {reason}", retry_at=now)
+        self._by_packet.clear()
+        self._schedule_reconnect(reason)
+
+    def _watchdog(self) -> None:
+        radio = self.radio
+        assert radio is not None
+        now = time.monotonic()
+        marker = radio.activity_marker()
+        if marker != self._marker:
+            self._marker = marker
+            self._last_activity = now
+        if not radio.reader_alive():
+            raise RadioError("the radio's reader stopped")
+        if not radio.iface.isConnected.is_set() and now - self._last_activity > 5.0:
+            raise RadioError("the radio is not connected")
+        silent = now - self._last_activity
+        if silent > self.cfg.watchdog:
+            self.counters["watchdog"] += 1
+            raise RadioError(f"radio silent for {silent:.0f} s")
+        if silent > self.cfg.watchdog / 2 and now - self._probed_at > self.cfg.watchdog / 4:
+            self._probed_at = now
+            radio.call(lambda i: i.sendHeartbeat(), CALL_TIMEOUT)
+            self._next_beacon = min(self._next_beacon, now)
+
+    # --- inbound --------------------------------------------------------------------------
+
+    def _process_inbox(self) -> None:
+        for _ in range(500):
+            try:
+                kind, iface, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            radio = self.radio
+            if radio is None or iface is not radio.iface:
+                continue  # from an interface we already dropped
+            self._last_activity = time.monotonic()
+            if kind == "lost":
+                raise RadioError("connection to the radio lost")
+            try:
+                if kind == "response":
+                    self._on_response(payload)
+                else:
+                    self._on_packet(payload)
+            except RadioError:
+                raise
+            except Exception:
+                log.exception("mesh: handling a packet failed")
+
+    def _on_packet(self, packet: dict[str, Any]) -> None:
+        raw = packet.get("raw")
+        if raw is None or not raw.HasField("decoded"):
+            return
+        sender = getattr(raw, "from")
+        if self.radio is not None and sender == self.radio.node_num:
+            return
+        port = raw.decoded.portnum
+        if port == TEXT_PORT:
+            self._on_text(raw)
+        elif port == self.cfg.port_num:
+            self._on_frame(raw)
+
+    def _on_frame(self, raw: Any) -> None:
+        sender = getattr(raw, "from")
+        node_id = f"!{sender:08x}"
+        data = bytes(raw.decoded.payload)
+        self.counters["frames_heard"] += 1
+        try:
+            frame = frames.decode(data, self.key, sender)
+            self.replay.check(sender, frame.time, data[-frames.TAG_LEN:], time.monotonic())
+        except FrameError as e:
+            self.counters[f"refused_{e.reason}"] += 1
+            self.last_error = f"refused {e.reason} frame from {node_id}: {e}"
+            log.warning("mesh: refused %s frame from %s (%d bytes): %s", e.reason, node_id, len(data), e)
+            return
+        hops = max(raw.hop_start - raw.hop_limit, 0) if raw.hop_start else 0
+        direct = hops == 0
+        self._heard(sender, frame, hops, raw, direct)
+        if frame.type == FrameType.BEACON:
+            return
+        ident = frame.identity
+        if direct:
+            self._holders.setdefault(ident, set()).add(sender)
+            self._holders.move_to_end(ident)
+            while len(self._holders) > 4000:
+                self._holders.popitem(last=False)
+            self._check_identity(ident)
+        if frame.type == FrameType.HAVE:
+            return
+        if frame.origin == self.hub_id:
+            if direct:
+                self._want_receipt(ident)
+            return
+        envelope = self._envelope(frame, sender, hops, raw)
+        relay = ("mesh",) + (("mqtt",) if self.gateway and not frame.uplink else ())
+        new = self.hub.ingest_remote(envelope, via="mesh", relay_to=relay)
+        if new:
+            self.counters["alerts_heard"] += 1
+            log.info("mesh: heard %s %s from %s (via %s, %d hops)%s", envelope["type"],
+                     envelope["alert"]["id"], frame.origin, node_id, hops,
+                     "; relaying to MQTT" if "mqtt" in relay else "")
+        else:
+            self.counters["duplicates"] += 1
+            if direct:
+                self._want_receipt(ident)
+
+    def _heard(self, sender: int, frame: Frame, hops: int, raw: Any, direct: bool) -> None:
+        n = self.neighbours.get(sender)
+        if n is None:
+            n = self.neighbours[sender] = Neighbour(sender)
+            log.info("mesh: new neighbour node !%08x%s", sender,
+                     f" (hub {frame.origin})" if frame.type == FrameType.BEACON else "")
+        n.last_heard = self.clock()
+        n.hops = hops
+        if direct:
+            n.direct_at = time.monotonic()
+            n.snr = round(raw.rx_snr, 2) if raw.rx_snr else n.snr
+            n.rssi = raw.rx_rssi or n.rssi
+        if frame.type == FrameType.BEACON:
+            n.hub = frame.origin
+            n.uplink = frame.uplink
+            n.open_alerts = frame.open_alerts
+
+    def _envelope(self, frame: Frame, sender: int, hops: int, raw: Any) -> dict[str, Any]:
+        alert_id = f"{frame.origin}:{frame.seq}"
+        existing = self.hub.store.get_alert(alert_id)
+        event_time = float(frame.event_time)
+        raised_at = event_time if frame.type == FrameType.RAISED or existing is None else existing.raised_at
+        relayer = self.neighbours.get(sender)
+        relayed_by = relayer.hub if relayer and relayer.hub and relayer.hub != frame.origin else None
+        data: dict[str, Any] = {}
+        if frame.type == FrameType.ESCALATED:
+            data["level"] = frame.level
+        if frame.type == FrameType.RESOLVED:
+            data["outcome"] = frame.outcome
+        data["mesh"] = {"node": f"!{sender:08x}", "hops": hops, "snr": raw.rx_snr or None,
+                        "rssi": raw.rx_rssi or None, "uplink": frame.uplink, "relayed_by": relayed_by}
+        return {
+            "v": 1, "id": event_id(frame), "type": EVENT_TYPE[frame.type], "time": event_time,
+            "ward": self.config.hub.ward, "hub": frame.origin, "actor": "mesh", "data": data,
+            "alert": {
+                "id": alert_id, "hub": frame.origin, "seq": frame.seq, "kind": frame.kind,
+                "source": "mesh", "zone": frame.zone, "state": STATE[frame.type],
+                "outcome": frame.outcome if frame.type == FrameType.RESOLVED else None,
+                "level": frame.level, "silent": frame.silent, "raised_at": raised_at,
+                "updated_at": event_time, "remote": True, "relayed_by": relayed_by, "extra": {},
+            },
+        }
+
+    def _on_response(self, packet: dict[str, Any]) -> None:
+        decoded = packet.get("decoded") or {}
+        pid = decoded.get("requestId")
+        outbox_id = self._by_packet.pop(pid, None) if pid is not None else None
+        if outbox_id is None or outbox_id not in self._rows:
+            return
+        row = self._rows[outbox_id]
+        reason = (decoded.get("routing") or {}).get("errorReason", "NONE")
+        if reason == "NONE":
+            row.radio_acked = True
+            self.counters["radio_acks"] += 1
+            self._check_row(row)
+        else:
+            self.counters["radio_naks"] += 1
+            self._check_row(row)
+            if row.id in self._rows:
+                self._fail(row, f"radio: {reason}")
+
+    # --- marshals -------------------------------------------------------------------------
+
+    def _on_text(self, raw: Any) -> None:
+        sender = getattr(raw, "from")
+        node_id = f"!{sender:08x}"
+        try:
+            text = bytes(raw.decoded.payload).decode("utf-8")
+        except UnicodeDecodeError:
+            log.info("mesh: ignored a text from %s that is not UTF-8", node_id)
+            return
+        m = _ACK_RE.match(text)
+        if m is None:
+            self.counters["texts_ignored"] += 1
+            log.info("mesh: ignored text from %s: %r", node_id, text[:80])
+            return
+        hub_part, seq = m.group(1), int(m.group(2))
+        if hub_part and hub_part != self.hub_id:
+            log.info("mesh: text %r from %s is for hub %s, not this one", text[:40], node_id, hub_part)
+            return
+        reply_to = raw.decoded.reply_id
+        if reply_to and self._texts.get(reply_to, seq) != seq:
+            log.info("mesh: ignored %r from %s: a reply to another message", text[:40], node_id)
+            return
+        if reply_to and reply_to not in self._texts and not hub_part:
+            log.info("mesh: ignored %r from %s: a reply to a message this hub did not send", text[:40],
+                     node_id)
+            return
+        if node_id not in self.cfg.marshals:
+            self.counters["texts_ignored"] += 1
+            log.warning("mesh: ignored %r from %s: not in mesh.marshals", text[:40], node_id)
+            return
+        alert_id = f"{self.hub_id}:{seq}"
+        alert = self.hub.store.get_alert(alert_id)
+        if alert is None or alert.remote:
+            log.info("mesh: %r from marshal %s: no alert %s here (another hub's?)", text[:40], node_id,
+                     alert_id)
+            return
+        reply = self.processor.execute({"cmd": "ack", "alert": alert_id}, actor=f"marshal:{node_id}")
+        self.counters["marshal_acks" if reply["ok"] else "marshal_refused"] += 1
+        answer = f"ACK {seq} OK" if reply["ok"] else f"ACK {seq}: {reply['error']['message']}"[:120]
+        log.info("mesh: marshal %s: %r -> %s", node_id, text[:40], answer)
+        self._send_text(answer, destination=sender)
+
+    def _marshal_text(self, alert: dict[str, Any], ftype: FrameType) -> str:
+        seq = alert["seq"]
+        when = time.strftime("%H:%M", time.localtime(alert.get("raised_at") or self.clock()))
+        head = "ALERT" if ftype == FrameType.RAISED else f"ALERT L{alert.get('level', 0)}"
+        zone = (alert.get("zone") or "")[:40]
+        return f"{head} {seq} {str(alert['kind']).upper()} {zone} {when} — reply ACK {seq}".replace("  ", " ")
+
+    def _send_text(self, text: str, destination: Any = BROADCAST) -> int | None:
+        radio = self.radio
+        if radio is None:
+            return None
+        data = text.encode("utf-8")[:200]
+        air = packet_airtime(len(data), TEXT_PORT)
+        if not self.budget.allows("text", air):
+            log.warning("mesh: airtime budget spent; marshal text not sent: %r", text)
+            return None
+        pkt = radio.call(lambda i: i.sendData(data, destinationId=destination, portNum=TEXT_PORT,
+                                              wantAck=False, channelIndex=self.cfg.channel_index),
+                         CALL_TIMEOUT)
+        self.budget.spend(air)
+        self.counters["texts_sent"] += 1
+        return pkt.id
+
+    # --- outbound -------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        if len(self._rows) >= MAX_IN_FLIGHT:
+            return
+        items = self.hub.store.pending("mesh", limit=MAX_IN_FLIGHT - len(self._rows),
+                                       exclude=set(self._rows))
+        for item in items:
+            if self.radio is None or not self._send_row(item):
+                return
+
+    def _send_row(self, item: Any) -> bool:
+        env = item.envelope
+        alert = env.get("alert") or {}
+        try:
+            frame = self.frame_for(env)
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("mesh: event %s cannot go on the mesh (%s); dropped from the mesh outbox",
+                        item.event_id, e)
+            self.hub.store.mark_delivered([item.id])
+            self.counters["unsendable"] += 1
+            return True
+        if item.attempts > 0 and frame.type in (FrameType.RAISED, FrameType.ESCALATED):
+            current = self.hub.store.get_alert(alert["id"])
+            if current is not None and not current.is_open:
+                log.info("mesh: %s of %s superseded (the alert is %s); not retried", env["type"],
+                         alert["id"], current.state)
+                self.hub.store.mark_delivered([item.id])
+                self.counters["superseded"] += 1
+                return True
+        radio = self.radio
+        assert radio is not None
+        data = frames.encode(frame, self.key, radio.node_num)
+        air = packet_airtime(len(data), self.cfg.port_num)
+        if not self.budget.allows("alert" if item.attempts == 0 else "retry", air):
+            self.counters["budget_waits"] += 1
+            return False
+        handler = self._make_response_handler(radio.iface)
+        pkt = radio.call(lambda i: i.sendData(
+            data, destinationId=BROADCAST, portNum=self.cfg.port_num, wantAck=True, onResponse=handler,
+            onResponseAckPermitted=True, channelIndex=self.cfg.channel_index), CALL_TIMEOUT)
+        self.budget.spend(air)
+        self.counters["frames_sent"] += 1
+        if item.attempts:
+            self.counters["retries"] += 1
+        row = _Row(item.id, frame.identity, pkt.id, item.attempts,
+                   time.monotonic() + self.cfg.ack_timeout, label=f"{env['type']} {alert.get('id')}")
+        self._rows[item.id] = row
+        self._by_packet[pkt.id] = item.id
+        log.debug("mesh: sent %s (%d bytes, attempt %d)", row.label, len(data), item.attempts + 1)
+        if item.attempts == 0 and frame.origin == self.hub_id and frame.type in (FrameType.RAISED,
+                                                                                FrameType.ESCALATED):
+            pid = self._send_text(self._marshal_text(alert, frame.type))
+            if pid is not None:
+                self._texts[pid] = frame.seq
+                while len(self._texts) > 200:
+                    self._texts.popitem(last=False)
+        self._check_row(row)
+        return True
+
+    def frame_for(self, env: dict[str, Any]) -> Frame:
+        """The frame carrying an outbox event (this hub's own, or one it relays)."""
+        ftype = FRAME_TYPE.get(env["type"])
+        alert = env.get("alert")
+        if ftype is None or not isinstance(alert, dict):
+            raise ValueError(f"{env['type']} is not an alert transition")
+        now = int(self.clock())
+        origin = alert["hub"]
+        uplink = self.has_uplink if origin == self.hub_id else \
+            bool(((env.get("data") or {}).get("mesh") or {}).get("uplink"))
+        age = min(max(now - int(env["time"]), 0), 0xFFFF)
+        return Frame(ftype, origin, now, seq=int(alert["seq"]), age=age,
+                     kind=str(alert["kind"]), level=min(int(alert.get("level") or 0), frames.MAX_LEVEL),
+                     outcome=alert.get("outcome") if ftype == FrameType.RESOLVED else None,
+                     silent=bool(alert.get("silent")), uplink=uplink, zone=alert.get("zone") or "")
+
+    def expected_holders(self) -> set[int]:
+        """Neighbouring hubs heard directly within ``neighbour_timeout``."""
+        now = time.monotonic()
+        return {n.node for n in self.neighbours.values()
+                if n.direct_at and now - n.direct_at <= self.cfg.neighbour_timeout}
+
+    def _check_identity(self, ident: Identity) -> None:
+        for row in [r for r in self._rows.values() if r.identity == ident]:
+            self._check_row(row)
+
+    def _check_row(self, row: _Row) -> None:
+        expected = self.expected_holders()
+        holders = self._holders.get(row.identity, set())
+        row.missing = expected - holders
+        if row.missing or not (row.radio_acked or expected):
+            return
+        self.hub.store.mark_delivered([row.id])
+        self.counters["delivered"] += 1
+        log.debug("mesh: %s delivered", row.label)
+        self._forget(row)
+
+    def _forget(self, row: _Row) -> None:
+        self._rows.pop(row.id, None)
+        self._by_packet.pop(row.packet_id, None)
+        if self.radio is not None:
+            self.radio.forget_response(row.packet_id)
+
+    def _fail(self, row: _Row, reason: str, retry_at: float | None = None) -> None:
+        if retry_at is None:
+            delay = min(self.cfg.retry_initial * (2 ** row.attempts), self.cfg.retry_max)
+            retry_at = self.clock() + delay * random.uniform(0.8, 1.2)
+        self.hub.store.mark_failed(row.id, reason, retry_at)
+        self.counters["failed_attempts"] += 1
+        log.info("mesh: %s not confirmed (%s); retry in %.1f s", row.label, reason, retry_at - self.clock())
+        self._forget(row)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for row in [r for r in self._rows.values() if r.deadline <= now]:
+            self._check_row(row)
+            if row.id not in self._rows:
+                continue
+            if row.missing:
+                names = ", ".join(self._name(n) for n in sorted(row.missing))
+                self._fail(row, f"no receipt from {names}")
+            else:
+                self._fail(row, "no ACK from the radio")
+
+    def _name(self, node: int) -> str:
+        n = self.neighbours.get(node)
+        return f"{n.hub} (!{node:08x})" if n and n.hub else f"!{node:08x}"
+
+    def _want_receipt(self, ident: Identity) -> None:
+        now = time.monotonic()
+        holdoff = min(self.cfg.ack_timeout / 2, 10.0)
+        if now - self._receipt_sent.get(ident, -1e9) < holdoff or ident in self._receipts:
+            return
+        # A short random wait, so that neighbours answering the same frame do not collide.
+        self._receipts[ident] = now + random.uniform(0.0, min(0.5, holdoff / 4))
+
+    def _send_receipts(self) -> None:
+        now = time.monotonic()
+        radio = self.radio
+        for ident, due in list(self._receipts.items()):
+            if due > now or radio is None:
+                continue
+            origin, seq, ftype, level = ident
+            frame = Frame(FrameType.HAVE, origin, int(self.clock()), seq=seq, level=level,
+                          ref_type=FrameType(ftype))
+            data = frames.encode(frame, self.key, radio.node_num)
+            air = packet_airtime(len(data), self.cfg.port_num)
+            if not self.budget.allows("receipt", air):
+                return
+            del self._receipts[ident]
+            radio.call(lambda i, data=data: i.sendData(
+                data, destinationId=BROADCAST, portNum=self.cfg.port_num, wantAck=False,
+                channelIndex=self.cfg.channel_index), CALL_TIMEOUT)
+            self.budget.spend(air)
+            self._receipt_sent[ident] = now
+            self.counters["receipts_sent"] += 1
+        if len(self._receipt_sent) > 2000:
+            for k in [k for k, t in self._receipt_sent.items() if now - t > 600]:
+                del self._receipt_sent[k]
+
+    def _beacon(self) -> None:
+        now = time.monotonic()
+        radio = self.radio
+        if radio is None or now < self._next_beacon:
+            return
+        open_alerts = len(self.hub.store.alerts(open_only=True, remote=False, limit=255))
+        frame = Frame(FrameType.BEACON, self.hub_id, int(self.clock()), uplink=self.has_uplink,
+                      open_alerts=open_alerts)
+        data = frames.encode(frame, self.key, radio.node_num)
+        air = packet_airtime(len(data), self.cfg.port_num)
+        interval = self.cfg.beacon_interval
+        if self._rows or not self.budget.allows("beacon", air):
+            # Alerts first: a beacon waits while frames are on the air or the budget is low.
+            self._next_beacon = now + min(interval / 4, 5.0)
+            return
+        radio.call(lambda i: i.sendData(data, destinationId=BROADCAST, portNum=self.cfg.port_num,
+                                        wantAck=False, channelIndex=self.cfg.channel_index), CALL_TIMEOUT)
+        self.budget.spend(air)
+        self.counters["beacons_sent"] += 1
+        self._next_beacon = now + interval * random.uniform(0.9, 1.1)
+
+
+def event_id(frame: Frame) -> str:
+    """The event id of an alert frame: the same at every hub, so duplicates deduplicate."""
+    return f"{frame.origin}:{frame.seq}:{EVENT_TYPE[frame.type].split('.', 1)[1]}:{frame.level}"

@@ -1,0 +1,116 @@
+"""Deadlines for the sensor rules (debounce, hold, cancel, stuck, siren patterns).
+
+One :class:`Timers` runs its due callbacks on one named thread.  The clock is
+injectable and :meth:`Timers.run_due` can be called by hand, so tests drive the
+rules with a manual clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("hubd.sensors.timers")
+
+#: The thread wakes at least this often, so a stop request never waits longer.
+MAX_WAIT = 1.0
+
+
+class Handle:
+    """A scheduled call; :meth:`cancel` stops it if it has not run yet."""
+
+    __slots__ = ("when", "fn", "cancelled")
+
+    def __init__(self, when: float, fn: Callable[[], None]):
+        self.when = when
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    """Call functions at given times of ``clock`` on the thread ``hubd-<name>``."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.clock = clock
+        self._heap: list[tuple[float, int, Handle]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> Handle:
+        """Run ``fn`` once ``clock()`` has reached ``when``."""
+        handle = Handle(when, fn)
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._seq), handle))
+            if self._heap[0][2] is handle:
+                self._cond.notify()
+        return handle
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Handle:
+        return self.call_at(self.clock() + delay, fn)
+
+    def next_due(self) -> float | None:
+        """When the earliest live call is due (None if there is none)."""
+        with self._cond:
+            self._drop_cancelled()
+            return self._heap[0][0] if self._heap else None
+
+    def _drop_cancelled(self) -> None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+
+    def run_due(self) -> int:
+        """Run every call that is due now, in time order; return how many ran.
+
+        A callback that raises is logged and does not stop the others."""
+        ran = 0
+        while True:
+            with self._cond:
+                self._drop_cancelled()
+                if not self._heap or self._heap[0][0] > self.clock():
+                    return ran
+                handle = heapq.heappop(self._heap)[2]
+            handle.cancelled = True
+            try:
+                handle.fn()
+            except Exception:
+                log.exception("timer callback %r failed", handle.fn)
+            ran += 1
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"hubd-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                self._drop_cancelled()
+                wait = MAX_WAIT if not self._heap else min(MAX_WAIT, self._heap[0][0] - self.clock())
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+            self.run_due()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,187 @@
+"""Helpers for the MQTT suites: a recording subscriber (the 'centre') and in-process hubs."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from support import hub_config, wait_for
+
+from hubd.commands import CommandProcessor
+from hubd.config import load_config
+from hubd.lifecycle import Hub
+from hubd.radio import contract
+from hubd.radio.mqtt import MqttLink
+from hubd.store import Store
+
+#: mosquitto started as root drops to the "mosquitto" user and then cannot write its log or
+#: persistence file under the test's directories; stay root there (ignored when not root).
+AS_ROOT = "user root\n" if os.geteuid() == 0 else ""
+
+
+@dataclass
+class Msg:
+    topic: str
+    payload: bytes
+    retain: bool
+    properties: Any = None
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Centre:
+    """A real paho v5 subscriber with a persistent session that records everything it hears."""
+
+    def __init__(self, host: str, port: int, topics: tuple[str, ...] = ("#",), *,
+                 client_id: str | None = None, username: str | None = None, password: str | None = None,
+                 ca_file: str | None = None):
+        self.messages: list[Msg] = []
+        self._lock = threading.Lock()
+        self.topics = topics
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"centre-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        if username:
+            self.client.username_pw_set(username, password)
+        if ca_file:
+            self.client.tls_set(ca_certs=ca_file)
+        self.subscribed = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect(host, port, 30, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "centre could not subscribe"
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:  # noqa: ANN001
+        if not reason.is_failure:
+            client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        with self._lock:
+            self.messages.append(Msg(msg.topic, bytes(msg.payload), bool(msg.retain),
+                                     getattr(msg, "properties", None)))
+
+    def on(self, topic: str) -> list[Msg]:
+        with self._lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def under(self, prefix: str) -> list[Msg]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.startswith(prefix)]
+
+    def events(self, topic: str) -> list[dict[str, Any]]:
+        return [m.json() for m in self.on(topic)]
+
+    def request(self, topic: str, payload: bytes, response_topic: str | None = None,
+                correlation: bytes | None = None, timeout: float = 15) -> dict[str, Any]:
+        """Send a command and wait for the reply carrying our correlation data."""
+        correlation = correlation or uuid.uuid4().bytes
+        response_topic = response_topic or topic.rsplit("/", 1)[0] + "/reply"
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = response_topic
+        props.CorrelationData = correlation
+        self.client.publish(topic, payload, qos=1, properties=props)
+
+        def reply() -> dict[str, Any] | None:
+            for m in self.on(response_topic):
+                if m.properties is not None and getattr(m.properties, "CorrelationData", None) == correlation:
+                    return m.json()
+            return None
+
+        return wait_for(reply, timeout, message=f"reply on {response_topic}")
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def mqtt_section(port: int, **options: Any) -> str:
+    lines = ["[mqtt]", 'host = "127.0.0.1"', f"port = {port}"]
+    for k, v in options.items():
+        if isinstance(v, bool):
+            lines.append(f"{k} = {str(v).lower()}")
+        elif isinstance(v, str):
+            lines.append(f'{k} = "{v}"')
+        elif isinstance(v, list | tuple):
+            lines.append(f"{k} = {json.dumps(list(v))}")
+        else:
+            lines.append(f"{k} = {v}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class LocalHub:
+    """A hub core and its MQTT link in this process (no sensors)."""
+
+    hub: Hub
+    link: MqttLink
+    store: Store
+    processor: CommandProcessor
+    sounders: list[Any] = field(default_factory=list)
+
+    @property
+    def topics(self) -> contract.Topics:
+        return self.link.topics
+
+    def stop(self) -> None:
+        self.link.stop()
+        self.hub.stop()
+        for s in self.sounders:
+            s.device.close()
+        self.store.close()
+
+
+def local_hub(tmp: Path, port: int, *, hub_id: str = "hub-1", sirens: bool = False, start: bool = True,
+              **mqtt_options: Any) -> LocalHub:
+    cfg_path = hub_config(tmp, hub_id=hub_id, web=False, extra=mqtt_section(port, **mqtt_options))
+    cfg = load_config(cfg_path)
+    store = Store(cfg.store_path)
+    hub = Hub(cfg, store)
+    sounders = []
+    if sirens:
+        from hubd.sensors.gpio import make_pin_factory
+        from hubd.sensors.sirens import Siren
+
+        factory = make_pin_factory("mock")
+        for sc in cfg.sirens:
+            s = Siren(sc, factory)
+            hub.add_sounder(s)
+            sounders.append(s)
+        # As the daemon wires it (hubd/daemon.py _start_sensors).
+        hub.add_status_provider("sirens", lambda: {s.name: {"on": s.is_on} for s in sounders})
+    processor = CommandProcessor(hub)
+    link = MqttLink(cfg, hub, processor)
+    link.RECONNECT_MIN = 0.2
+    link.RECONNECT_MAX = 2.0
+    hub.start()
+    if start:
+        link.start()
+        wait_for(lambda: link.status()["connected"], 15, message=f"{hub_id} connected")
+    return LocalHub(hub, link, store, processor, sounders)
+
+
+def assert_valid(name: str, payload: Any) -> None:
+    errors = contract.problems(name, payload)
+    assert not errors, f"{name} payload does not match its schema: {errors}\n{payload}"
+
+
+def undelivered(store: Store) -> int:
+    return store.outbox_stats().get("mqtt", {}).get("depth", 0)
+
