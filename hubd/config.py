@@ -283,6 +283,8 @@ class Config:
         env = os.environ.get("RUNTIME_DIRECTORY")
         if env:
             return Path(env.split(":")[0])
+        if Path("/run/hubd").is_dir():  # systemd's RuntimeDirectory=hubd, seen from an SSH shell
+            return Path("/run/hubd")
         return self.state_dir / "run"
 
     @property
