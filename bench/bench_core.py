@@ -38,7 +38,7 @@ def press_to_commit(n: int = 500) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = parse_config({"hub": {"ward": "w", "id": "b", "state_dir": tmp},
                             "hardware": {"pin_factory": "mock", "boot_grace": 0},
-                            "buttons": [{"name": "gate", "pin": 17}],
+                            "buttons": [{"name": "gate", "pin": 17, "debounce": 0}],
                             "mqtt": {"host": "127.0.0.1"}}, check_files=False)
         store = Store(cfg.store_path)
         hub = Hub(cfg, store)

@@ -267,3 +267,23 @@ def test_gateway_hands_alerts_from_hubs_without_uplink_to_mqtt_once(lab: Lab) ->
     relayed = [i.envelope for i in b.store.pending("mqtt", limit=1000) if i.envelope["hub"] != "hub-2"]
     assert [(e["hub"], e["type"]) for e in relayed] == [("hub-1", "alert.raised")]
     assert relayed[0]["alert"]["remote"] and relayed[0]["data"]["mesh"]["uplink"] is False
+
+
+def test_a_hub_that_cannot_use_the_mesh_says_why_and_keeps_running(tmp_path: Path) -> None:
+    from hubd.radio.mesh_lab import lab_config, write_key
+
+    key_file = tmp_path / "network.key"
+    write_key(key_file)
+    long_id = lab_config(tmp_path, "a-hub-id-of-twenty-ch", 1, key_file)
+    hub = LabHub(long_id, node=None)  # type: ignore[arg-type]
+    hub.link.start()
+    assert hub.link.alive() and hub.link.status()["state"] == "disabled"
+    assert "at most 16" in hub.hub.health["mesh"].reason
+    hub.stop()
+
+    key_file.write_text("too short\n")
+    hub = LabHub(lab_config(tmp_path, "hub-1", 1, key_file), node=None)  # type: ignore[arg-type]
+    hub.link.start()
+    assert "mesh.key_file" in hub.hub.health["mesh"].reason
+    assert hub.hub.raise_alert("gate", "panic").id == "hub-1:1"  # the hub itself works on
+    hub.stop()

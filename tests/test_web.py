@@ -478,6 +478,25 @@ def test_metrics_in_prometheus_text_format(wh: WebHub) -> None:
     assert m['hubd_component_ok{component="siren:main"}'] == 0
     assert abs(m['hubd_button_last_activity_timestamp_seconds{button="clinic"}'] - time.time()) < 60
     assert m["hubd_web_live_streams"] == 0
+    assert m["hubd_unsaved_events"] == 0
+
+
+def test_alerts_the_store_could_not_save_are_shown(wh: WebHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = wh.hub.status
+
+    def disk_full() -> dict:
+        s = real()
+        s["components"]["store"] = {"status": "fault", "reason": "disk full", "since": time.time()}
+        s["unsaved"] = [{"type": "alert.raised", "alert": {"kind": "panic", "zone": "Market gate",
+                                                           "source": "gate", "raised_at": time.time()}}]
+        return s
+
+    monkeypatch.setattr(wh.hub, "status", disk_full)
+    c = wh.app.test_client()
+    login(c)
+    page = c.get("/").get_data(as_text=True)
+    assert "NOT SAVED YET: alert.raised · PANIC · Market gate" in page and "disk full" in page
+    assert _metrics(c.get("/metrics").get_data(as_text=True))["hubd_unsaved_events"] == 1
 
 
 def test_outbox_depth_and_age_per_link(tmp_path: Path) -> None:

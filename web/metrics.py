@@ -74,6 +74,8 @@ class Metrics:
         remote_open = sum(1 for a in status["open_alerts"] if a.get("remote"))
         family("hubd_neighbour_open_alerts", "gauge", "Open alerts heard from neighbouring hubs",
                [({}, remote_open)])
+        family("hubd_unsaved_events", "gauge", "Events kept in memory because the store refuses writes",
+               [({}, len(status.get("unsaved") or []))])
         outbox = status["outbox"]
         links = status["links"]
         dests = sorted(set(self.hub.config.destinations()) | set(outbox))

@@ -61,8 +61,8 @@ def links_view(status: dict[str, Any]) -> list[dict[str, Any]]:
         info = status.get("links", {}).get(name)
         box = outbox.get(name, {})
         connected = info.get("connected") if isinstance(info, dict) else None
-        out.append({"name": name, "connected": connected, "is_link": name in dests, "depth": box.get("depth", 0),
-                    "oldest_age": box.get("oldest_age"),
+        out.append({"name": name, "connected": connected, "is_link": name in dests,
+                    "depth": box.get("depth", 0), "oldest_age": box.get("oldest_age"),
                     "info": info if isinstance(info, dict) else {"value": info}})
     return out
 
