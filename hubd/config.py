@@ -439,6 +439,8 @@ def _cross_check(cfg: Config, check_files: bool) -> list[str]:
         snames.setdefault(s.name, f"sirens[{i}]")
     if cfg.hardware.tamper:
         claim(cfg.hardware.tamper.pin, "hardware.tamper.pin")
+    if cfg.mesh and len(cfg.hub.id) > 16:
+        errors.append("hub.id: at most 16 characters when [mesh] is configured (it travels in every frame)")
     if list(cfg.protocol.escalation) != sorted(cfg.protocol.escalation) or any(
             s <= 0 for s in cfg.protocol.escalation):
         errors.append("protocol.escalation: expected increasing positive seconds, e.g. [60, 180, 600]")

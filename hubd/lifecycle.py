@@ -157,9 +157,26 @@ class Hub:
                     t.name = "hubd-timers"
         for alert in self.store.alerts(open_only=True, remote=False, limit=10_000):
             self._schedule_escalation(alert)
+            self._resume_siren(alert)
         self._scheduler.add_job(self._retry_store, "interval", seconds=STORE_RETRY_SECONDS,
                                 id="store-retry", coalesce=True, max_instances=1, replace_existing=True)
         self.record("hub.started", actor="system", data={"version": __version__})
+
+    def _resume_siren(self, alert: Alert) -> None:
+        """A hub restarted (power cut, watchdog) while an alert was sounding sounds it again.
+
+        Only a raised, non-silent alert whose last siren-related event was a raise or an
+        escalation (not a silence or a max-on timeout) resumes; nothing new is raised."""
+        if alert.state != AlertState.RAISED or alert.silent:
+            return
+        last = None
+        for e in self.store.events(alert_id=None, since=alert.raised_at, limit=100_000):
+            if e["type"] in ("siren.silenced", "siren.timeout") or (
+                    e["alert_id"] == alert.id and e["type"] in ("alert.raised", "alert.escalated")):
+                last = e["type"]
+        if last in ("alert.raised", "alert.escalated"):
+            log.warning("resuming the siren for open alert %s after a restart", alert.id)
+            self._sound(alert.kind, alert.level)
 
     def stop(self) -> None:
         if self._own_scheduler and self._scheduler.running:
@@ -439,8 +456,13 @@ class Hub:
                 alert_id: str | None = None, when: float | None = None,
                 clock_synced: bool | None = None) -> tuple[Event, dict[str, Any]]:
         with self.store.transaction():
-            n = self.store.next_value("event_seq")
-            event = Event(id=f"{self.hub_id}:e{n}", type=type, time=self.clock() if when is None else when,
+            if alert is not None and type in MESH_EVENT_TYPES:
+                # Each transition happens once per alert (escalation once per level), so its id
+                # can be derived: the same event heard over MQTT and over the mesh dedupes.
+                event_id = f"{alert.id}:{type.split('.', 1)[1]}:{alert.level}"
+            else:
+                event_id = f"{self.hub_id}:e{self.store.next_value('event_seq')}"
+            event = Event(id=event_id, type=type, time=self.clock() if when is None else when,
                           hub=self.hub_id, actor=actor, alert_id=alert.id if alert else alert_id, data=data)
             envelope = event.envelope(self.config.hub.ward, alert)
             priority = PRIORITY_ALERT if (type in ALERT_EVENT_TYPES or type.startswith("siren."))\

@@ -235,3 +235,24 @@ def test_random_command_sequences_never_reach_an_illegal_state(ops) -> None:
             assert alert.state == state
             assert (alert.outcome is not None) == (state == AlertState.RESOLVED)
         store.close()
+
+
+def test_restart_resumes_a_sounding_siren_but_not_a_silenced_one(tmp_path: Path) -> None:
+    hub, store = local_hub(tmp_path)
+    sounding = hub.raise_alert("gate", "panic")
+    store.close()
+    hub2, store2 = local_hub(tmp_path)
+    s = RecordingSounder()
+    hub2.add_sounder(s)
+    hub2.start()
+    hub2.stop()
+    assert s.calls == [("sound", "panic", 0)]
+    assert [a.id for a in store2.alerts()] == [sounding.id]  # nothing new raised
+    hub2.silence("cli:x")
+    store2.close()
+    hub3, store3 = local_hub(tmp_path)
+    s3 = RecordingSounder()
+    hub3.add_sounder(s3)
+    hub3.start()
+    hub3.stop()
+    assert s3.calls == []
