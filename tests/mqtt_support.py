@@ -23,9 +23,13 @@ from hubd.radio import contract
 from hubd.radio.mqtt import MqttLink
 from hubd.store import Store
 
-#: mosquitto started as root drops to the "mosquitto" user and then cannot write its log or
-#: persistence file under the test's directories; stay root there (ignored when not root).
+#: mosquitto started as root drops to the "mosquitto" user and then cannot write under the
+#: test's directories. tests/support.py's Mosquitto handles it; configs written by hand need it.
 AS_ROOT = "user root\n" if os.geteuid() == 0 else ""
+
+#: What docs/mqtt-contract.md asks of the central broker: a subscriber that falls behind a burst
+#: must not have messages dropped (mosquitto's default queue is 1000 per client).
+CENTRAL = "max_queued_bytes 0\n"  # max_queued_messages 0 is in every test broker
 
 
 @dataclass

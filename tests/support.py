@@ -52,13 +52,17 @@ class Mosquitto:
         self.log = self.workdir / "mosquitto.log"
         persist = (f"persistence true\npersistence_location {self.workdir}/\n" if persistence
                    else "persistence false\n")
-        self.conf.write_text(textwrap.dedent(f"""\
+        # As root, mosquitto drops to its own user and then cannot write its log or persistence
+        # file here; a broker that silently keeps nothing would make the tests lie.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(user + textwrap.dedent(f"""\
             listener {self.port} 127.0.0.1
             allow_anonymous true
             {persist}log_dest file {self.log}
             log_type error
             log_type warning
             log_type notice
+            max_queued_messages 0
             """) + extra_conf)
         self.proc: subprocess.Popen | None = None
 

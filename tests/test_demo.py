@@ -20,7 +20,8 @@ def test_demo_runs_and_plain_cli_reaches_it(tmp_path: Path) -> None:
     (tmp_path / "xdg").mkdir()
     log = tmp_path / "demo.log"
     with open(log, "w") as out:
-        demo = subprocess.Popen([sys.executable, "-m", "hubd.cli", "demo", "--state-dir", str(tmp_path / "st"),
+        demo = subprocess.Popen([sys.executable, "-m", "hubd.cli", "demo",
+                                 "--state-dir", str(tmp_path / "st"),
                                  "--port", "0"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
         text = wait_for(lambda: "Page:" in log.read_text() and log.read_text(), 30, message="demo banner")

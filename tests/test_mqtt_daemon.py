@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from mqtt_support import AS_ROOT, Centre, assert_valid, mqtt_section
+from mqtt_support import CENTRAL, Centre, assert_valid, mqtt_section
 from support import HubProcess, Mosquitto, hub_config, wait_for
 
 from hubd.config import load_config
@@ -19,7 +19,7 @@ STATUS = "safercom/v1/ward-7/hub-1/status"
 
 @pytest.fixture
 def broker(tmp_path: Path):
-    b = Mosquitto(tmp_path / "broker", extra_conf=AS_ROOT).start()
+    b = Mosquitto(tmp_path / "broker", extra_conf=CENTRAL).start()
     yield b
     b.stop()
 
