@@ -29,10 +29,10 @@ def pct(values: list[float], p: float) -> float:
 def press_to_commit(n: int = 500) -> dict:
     """Mock pin driven -> alert row, event and outbox row committed (fsync'd, WAL FULL)."""
     from gpiozero.pins.mock import MockFactory
-    from hubd.sensors.buttons import PanicButton
 
     from hubd.config import parse_config
     from hubd.lifecycle import Hub
+    from hubd.sensors.buttons import PanicButton
     from hubd.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:

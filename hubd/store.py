@@ -83,6 +83,21 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _where(conditions: list[tuple[str | None, Any]]) -> tuple[str, list[Any]]:
+    """A WHERE clause of the conditions whose value is not None (a fragment without '?' is
+    included when it is not None itself)."""
+    clauses, params = [], []
+    for clause, value in conditions:
+        if clause is None:
+            continue
+        if "?" in clause:
+            if value is None:
+                continue
+            params.append(value)
+        clauses.append(clause)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
 class Store:
     """Thread-safe access to the hub's SQLite file."""
 
@@ -183,22 +198,12 @@ class Store:
     def alerts(self, *, open_only: bool = False, remote: bool | None = None, limit: int = 200,
                kind: str | None = None, state: str | None = None, source: str | None = None,
                since: float | None = None, until: float | None = None) -> list[Alert]:
-        where, params = [], []
-        if open_only:
-            where.append("state IN ('raised', 'acknowledged')")
-        for col, val in (("remote", None if remote is None else int(remote)), ("kind", kind),
-                         ("state", state), ("source", source)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(val)
-        if since is not None:
-            where.append("raised_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("raised_at <= ?")
-            params.append(until)
-        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY raised_at DESC, seq DESC LIMIT ?"
+        where, params = _where([
+            ("state IN ('raised', 'acknowledged')" if open_only else None, None),
+            ("remote = ?", None if remote is None else int(remote)), ("kind = ?", kind),
+            ("state = ?", state), ("source = ?", source), ("raised_at >= ?", since),
+            ("raised_at <= ?", until)])
+        sql = "SELECT * FROM alerts" + where + " ORDER BY raised_at DESC, seq DESC LIMIT ?"
         params.append(limit)
         return [Alert.from_row(r) for r in self.query(sql, tuple(params))]
 
@@ -236,24 +241,10 @@ class Store:
     def events(self, *, alert_id: str | None = None, after_seq: int | None = None,
                since: float | None = None, until: float | None = None, type_prefix: str | None = None,
                limit: int = 500, newest_first: bool = False) -> list[dict[str, Any]]:
-        where, params = [], []
-        if alert_id is not None:
-            where.append("alert_id = ?")
-            params.append(alert_id)
-        if after_seq is not None:
-            where.append("seq > ?")
-            params.append(after_seq)
-        if since is not None:
-            where.append("time >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("time <= ?")
-            params.append(until)
-        if type_prefix:
-            where.append("type LIKE ?")
-            params.append(type_prefix + "%")
-        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        where, params = _where([
+            ("alert_id = ?", alert_id), ("seq > ?", after_seq), ("time >= ?", since),
+            ("time <= ?", until), ("type LIKE ?", type_prefix + "%" if type_prefix else None)])
+        sql = "SELECT * FROM events" + where + f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         params.append(limit)
         rows = self.query(sql, tuple(params))
         for r in rows:

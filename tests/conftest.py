@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from sensors_rig import Rig  # noqa: E402
 from support import HubProcess, Mosquitto  # noqa: E402
 
 # Mock pins everywhere in the tests: no test may touch real GPIO.
@@ -32,3 +33,18 @@ def hub_processes() -> Iterator[list[HubProcess]]:
     yield procs
     for p in procs:
         p.stop()
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator:
+    """Build in-process sensor rigs (store, hub, mock pins, manual clock); closed after the test."""
+    rigs: list[Rig] = []
+
+    def build(**kw) -> Rig:
+        rig = Rig(tmp_path / f"rig{len(rigs)}", **kw)
+        rigs.append(rig)
+        return rig
+
+    yield build
+    for r in rigs:
+        r.close()

@@ -4,7 +4,6 @@ cancel, hold-down, stuck inputs, boot grace and tamper, against a real Store and
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,6 @@ from sensors_rig import Rig
 from support import wait_for
 
 from hubd.config import ConfigError, parse_config
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator:
-    rigs: list[Rig] = []
-
-    def build(**kw) -> Rig:
-        rig = Rig(tmp_path / f"rig{len(rigs)}", **kw)
-        rigs.append(rig)
-        return rig
-
-    yield build
-    for r in rigs:
-        r.close()
 
 
 def button(**kw) -> list[dict]:

@@ -4,30 +4,13 @@ re-escalation, the test chirp, and the feedback input."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from sensors_rig import Rig
 from support import wait_for
 
 from hubd.config import SirenConfig
 from hubd.sensors.sirens import Siren
-
-
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator:
-    rigs: list[Rig] = []
-
-    def build(**kw) -> Rig:
-        rig = Rig(tmp_path / f"rig{len(rigs)}", **kw)
-        rigs.append(rig)
-        return rig
-
-    yield build
-    for r in rigs:
-        r.close()
 
 
 def trace(rig: Rig, seconds: float, step: float = 0.1) -> str:
