@@ -62,6 +62,16 @@ STORE_RETRY_SECONDS = 2.0
 MAX_UNSAVED = 5000
 
 
+#: How far an alert has come: its state only moves forward (and a raised alert's level only up).
+_RANK = {AlertState.RAISED: 0, AlertState.ACKNOWLEDGED: 1, AlertState.RESOLVED: 2, AlertState.CANCELLED: 2}
+
+
+def _progress(alert: Alert) -> tuple[int, int, float]:
+    # Not by time alone: mesh frames carry whole seconds, so a resolve and the acknowledgement
+    # before it can share a time, and the one heard last must not reopen the alert.
+    return (_RANK[AlertState(alert.state)], alert.level, alert.updated_at)
+
+
 class Sounder(Protocol):
     """What the core needs of a siren (``hubd.sensors`` provides the real ones)."""
 
@@ -361,7 +371,7 @@ class Hub:
                 alert.extra = {"via": via}
                 if current is not None and not current.remote:
                     return None  # our own alert echoed back
-                if current is not None and current.updated_at > alert.updated_at:
+                if current is not None and _progress(current) > _progress(alert):
                     alert = None  # an older event arriving late must not roll the state back
             event = Event(id=envelope["id"], type=envelope["type"], time=envelope["time"],
                           hub=envelope["hub"], actor=envelope.get("actor", "?"),

@@ -611,13 +611,21 @@ class MeshLink:
             raise ValueError(f"{env['type']} is not an alert transition")
         now = int(self.clock())
         origin = alert["hub"]
-        uplink = self.has_uplink if origin == self.hub_id else \
+        uplink = self.uplink_now() if origin == self.hub_id else \
             bool(((env.get("data") or {}).get("mesh") or {}).get("uplink"))
         age = min(max(now - int(env["time"]), 0), 0xFFFF)
         return Frame(ftype, origin, now, seq=int(alert["seq"]), age=age,
                      kind=str(alert["kind"]), level=min(int(alert.get("level") or 0), frames.MAX_LEVEL),
                      outcome=alert.get("outcome") if ftype == FrameType.RESOLVED else None,
                      silent=bool(alert.get("silent")), uplink=uplink, zone=alert.get("zone") or "")
+
+    def uplink_now(self) -> bool:
+        """Whether this hub's frames may say it reaches the centre itself: [mqtt] is configured
+        and the MQTT link is not known to be down.  A hub cut off from its broker says so, so
+        that a neighbour with an uplink relays its alerts (the centre deduplicates by event id
+        when the hub's own copies follow)."""
+        health = self.hub.health.get("mqtt")
+        return self.has_uplink and (health is None or health.status != "fault")
 
     def expected_holders(self) -> set[int]:
         """Neighbouring hubs heard directly within ``neighbour_timeout``."""
@@ -709,7 +717,7 @@ class MeshLink:
         if radio is None or now < self._next_beacon:
             return
         open_alerts = len(self.hub.store.alerts(open_only=True, remote=False, limit=255))
-        frame = Frame(FrameType.BEACON, self.hub_id, int(self.clock()), uplink=self.has_uplink,
+        frame = Frame(FrameType.BEACON, self.hub_id, int(self.clock()), uplink=self.uplink_now(),
                       open_alerts=open_alerts)
         data = frames.encode(frame, self.key, radio.node_num)
         air = packet_airtime(len(data), self.cfg.port_num)
