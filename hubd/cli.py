@@ -87,6 +87,31 @@ def _print_events(events: list[dict[str, Any]]) -> None:
               f"by {e['actor']}  {data}".rstrip())
 
 
+def _pairs(info: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in info.items() if v not in (None, "", [], {}))
+
+
+def _print_section(name: str, info: Any) -> None:
+    """One provider's status: a line, or one indented line per part (sirens, buttons...)."""
+    if not isinstance(info, dict):
+        print(f"{name}: {info}")
+    elif info and all(isinstance(v, dict) for v in info.values()):
+        print(f"{name}:")
+        for part, detail in info.items():
+            print(f"  {part:<22} {_pairs(detail)}")
+    else:
+        flat = {k: v for k, v in info.items() if not isinstance(v, dict | list)}
+        print(f"{name}: {_pairs(flat)}")
+        for k, v in info.items():
+            if isinstance(v, dict) and v:
+                print(f"  {k}: {_pairs(v) if not all(isinstance(x, dict) for x in v.values()) else ''}")
+                for part, detail in v.items():
+                    if isinstance(detail, dict):
+                        print(f"    {part:<20} {_pairs(detail)}")
+            elif isinstance(v, list) and v:
+                print(f"  {k}: {len(v)}")
+
+
 def _print_status(s: dict[str, Any]) -> None:
     print(f"hub {s['ward']}/{s['hub']} {s['name']!r}  hubd {s['version']}  up {s['uptime']:.0f} s"
           + ("" if s.get("clock_synced", True) else "  CLOCK NOT SYNCED"))
@@ -96,8 +121,7 @@ def _print_status(s: dict[str, Any]) -> None:
     for name, h in s["components"].items():
         print(f"  {name:<24} {h['status']}" + (f"  ({h['reason']})" if h.get("reason") else ""))
     for name, info in s["links"].items():
-        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in info.items()) if isinstance(info, dict)
-              else f"{name}: {info}")
+        _print_section(name, info)
     if s.get("unsaved"):
         print(f"NOT SAVED: {len(s['unsaved'])} item(s) kept in memory until the store takes writes: "
               + ", ".join(u.get("alert", {}).get("id") or u["type"] for u in s["unsaved"]))
