@@ -39,7 +39,7 @@ from typing import Any
 
 from hubd.commands import CommandProcessor
 from hubd.config import Config
-from hubd.lifecycle import MESH_EVENT_TYPES, Hub
+from hubd.lifecycle import MESH_EVENT_TYPES, PRIORITY_ALERT, Hub
 from hubd.model import Event
 from hubd.radio import frames
 from hubd.radio.frames import EVENT_TYPE, FRAME_TYPE, STATE, Frame, FrameError, FrameType
@@ -418,6 +418,14 @@ class MeshLink:
 
     def _heard(self, sender: int, frame: Frame, hops: int, raw: Any, direct: bool) -> None:
         n = self.neighbours.get(sender)
+        if direct:
+            # A neighbour heard directly for the first time, or again after it went stale (a
+            # partition that heals, a hub back from a power cut), missed what happened meanwhile:
+            # delivery only waits for the neighbours heard lately.
+            if n is None or not n.direct_at:
+                self._catch_up(self.clock() - self.cfg.neighbour_timeout, sender)
+            elif time.monotonic() - n.direct_at > self.cfg.neighbour_timeout:
+                self._catch_up(n.last_heard - self.cfg.neighbour_timeout, sender)
         if n is None:
             n = self.neighbours[sender] = Neighbour(sender)
             log.info("mesh: new neighbour node !%08x%s", sender,
@@ -432,6 +440,25 @@ class MeshLink:
             n.hub = frame.origin
             n.uplink = frame.uplink
             n.open_alerts = frame.open_alerts
+
+    #: Alerts sent again to a returning neighbour, at most (the newest first).
+    CATCH_UP_MAX = 50
+
+    def _catch_up(self, since: float, sender: int) -> None:
+        """Queue again the transitions of every alert (this hub's and those it heard) changed since
+        ``since``, so that a returning neighbour hears them and floods them on; receivers
+        deduplicate by event id and answer what they hold with a receipt."""
+        rows = [r for r in self.hub.store.query(
+            "SELECT e.seq, e.type FROM events e WHERE e.alert_id IN (SELECT id FROM alerts WHERE "
+            "updated_at >= ? ORDER BY updated_at DESC LIMIT ?) AND NOT EXISTS (SELECT 1 FROM outbox o "
+            "WHERE o.event_seq = e.seq AND o.destination = 'mesh' AND o.delivered_at IS NULL) ORDER BY e.seq",
+            (since, self.CATCH_UP_MAX)) if r["type"] in MESH_EVENT_TYPES]
+        for r in rows:
+            self.hub.store.add_outbox(r["seq"], "mesh", PRIORITY_ALERT)
+        if rows:
+            self.counters["catch_up"] += len(rows)
+            log.info("mesh: %s is back; sending %d alert event(s) again", self._name(sender), len(rows))
+            self._wake.set()
 
     def _envelope(self, frame: Frame, sender: int, hops: int, raw: Any) -> dict[str, Any]:
         alert_id = f"{frame.origin}:{frame.seq}"

@@ -54,3 +54,53 @@ def test_escalation_and_later_states_still_move_a_neighbours_alert_forward(tmp_p
     finally:
         hub.stop()
         store.close()
+
+
+def test_a_mesh_partition_that_heals_delivers_what_happened_meanwhile(tmp_path: Path) -> None:
+    # Found by test_a_mesh_partition_heals_with_ten_percent_loss: delivery waits only for the
+    # neighbours heard lately, so after neighbour_timeout each side of a split mesh counted its
+    # alerts delivered, and nothing sent them across when the mesh healed.  A neighbour heard
+    # again after going stale is now sent the alerts that changed meanwhile.
+    from support import wait_for
+
+    from hubd.radio.mesh_lab import Lab
+
+    lab = Lab(tmp_path, seed=3)
+    try:
+        a, b, c = lab.chain(3, mesh={"neighbour_timeout": 3.0, "beacon_interval": 1.0})
+        lab.start()
+        wait_for(lambda: len(b.link.expected_holders()) == 2, 30, message="b hears a and c")
+        lab.air.unlink(b.node, c.node)
+        wait_for(lambda: c.node.num not in b.link.expected_holders(), 30, message="b forgets c")
+        alert = a.raise_alert("panic", "North gate")
+        a.hub.resolve(alert.id, "genuine", "test")
+        wait_for(lambda: (x := b.store.get_alert(alert.id)) and x.state == "resolved" and a.pending() == 0
+                 and b.pending() == 0, 30, message="a's alert delivered on a's side of the split")
+        assert c.store.get_alert(alert.id) is None
+        lab.air.link(b.node, c.node)
+        wait_for(lambda: (x := c.store.get_alert(alert.id)) and x.state == "resolved", 30,
+                 message="a's alert at c after the mesh healed")
+        assert [e["type"] for e in c.events(alert.id)] == ["alert.raised", "alert.resolved"]
+    finally:
+        lab.stop()
+
+
+def test_a_hub_cut_off_from_its_broker_says_so_on_the_mesh(tmp_path: Path) -> None:
+    # Found by test_a_hub_cut_off_from_mqtt_reaches_the_centre_through_the_mesh: a hub with an
+    # [mqtt] section claimed an uplink in every frame, even with its broker unreachable, so no
+    # neighbour relayed its alerts and the centre heard nothing until the hub's network returned.
+    from hubd.radio.mesh_lab import LabHub, lab_config, write_key
+
+    key_file = tmp_path / "network.key"
+    write_key(key_file)
+    cfg = lab_config(tmp_path, "hub-1", 1, key_file, mqtt={"host": "127.0.0.1", "port": 1})
+    lab_hub = LabHub(cfg, node=None)  # type: ignore[arg-type]  # the radio is not needed here
+    try:
+        env = lab_hub.events(lab_hub.raise_alert().id)[0]["envelope"]
+        assert lab_hub.link.frame_for(env).uplink  # not known to be down: it may reach the centre
+        lab_hub.hub.set_health("mqtt", "fault", "cannot connect to 127.0.0.1:1")
+        assert not lab_hub.link.frame_for(env).uplink
+        lab_hub.hub.set_health("mqtt", "ok")
+        assert lab_hub.link.frame_for(env).uplink
+    finally:
+        lab_hub.stop()

@@ -1,0 +1,213 @@
+"""An accelerated day in the life of one hub, run as its own process so that its memory is
+measured alone: ``python tests/system/soak.py BROKER_PORT OUT.json [HOURS] [SECONDS]``.
+
+The real core, store, MQTT link (to the broker on BROKER_PORT) and mesh link (through the
+real meshtastic TCPInterface to a simulated radio with one silent neighbour) run with every
+interval divided by the same factor F = HOURS * 3600 / SECONDS: mesh beacons (300 s), the
+MQTT status heartbeat (60 s), escalation steps (60, 180, 600 s), store pruning (every 6 h,
+keeping RETENTION_HOURS), alerts at ALERTS_PER_DAY and neighbours' events heard over MQTT
+at NEIGHBOUR_EVENTS_PER_DAY.  Every simulated hour it writes a sample: RSS, rows in the
+store, the database's size on disk, pending deliveries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from hubd.commands import CommandProcessor  # noqa: E402
+from hubd.config import parse_config  # noqa: E402
+from hubd.lifecycle import Hub  # noqa: E402
+from hubd.radio.mesh import MeshLink  # noqa: E402
+from hubd.radio.mesh_lab import write_key  # noqa: E402
+from hubd.radio.meshsim import SimAir  # noqa: E402
+from hubd.radio.mqtt import MqttLink  # noqa: E402
+from hubd.store import Store  # noqa: E402
+
+BEACON = 300.0
+HEARTBEAT = 60.0
+ESCALATION = (60.0, 180.0, 600.0)
+PRUNE_EVERY = 6 * 3600.0
+RETENTION_HOURS = 4.0
+ALERTS_PER_DAY = 96
+NEIGHBOUR_EVENTS_PER_DAY = 2000
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main(port: int, out: Path, hours: float, seconds: float) -> int:
+    f = hours * 3600.0 / seconds  # simulated seconds per real second
+    base = out.parent / "soak-hub"
+    key_file = base / "network.key"
+    write_key(key_file)
+    air = SimAir(seed=1, time_scale=0.01)
+    mine, other = air.add_node(hop_limit=1, name="hub-1"), air.add_node(hop_limit=1, name="silent")
+    air.link(mine, other)
+    air.start()
+    cfg = parse_config({
+        "hub": {"ward": "ward-7", "id": "hub-1", "state_dir": str(base), "runtime_dir": str(base / "run")},
+        "camera": {"backend": "none"}, "web": {"enabled": False},
+        "protocol": {"cancel_window": 30, "escalation": [s / f for s in ESCALATION]},
+        "mqtt": {"host": "127.0.0.1", "port": port, "neighbours": ["hub-2"], "keepalive": 30},
+        "mesh": {"connection": f"tcp:127.0.0.1:{mine.port}", "key_file": str(key_file), "duty_cycle": 1.0,
+                 "beacon_interval": 1.0, "ack_timeout": 2.0, "retry_initial": 0.5, "retry_max": 4.0},
+    })
+    # The schema keeps real deployments from beacons more often than every second; the soak
+    # compresses time, so it sets the interval after validation.
+    cfg = dataclasses.replace(cfg, mesh=dataclasses.replace(cfg.mesh, beacon_interval=BEACON / f))
+    store = Store(cfg.store_path)
+    hub = Hub(cfg, store)
+    processor = CommandProcessor(hub)
+    mqtt_link = MqttLink(cfg, hub, processor)
+    mqtt_link.STATUS_INTERVAL = HEARTBEAT / f
+    heartbeats = [0]
+    publish_status = mqtt_link._publish_status
+
+    def counted_status() -> None:
+        heartbeats[0] += 1
+        publish_status()
+
+    mqtt_link._publish_status = counted_status
+    mesh_link = MeshLink(cfg, hub, processor)
+    escalations = [0]
+
+    def count_escalations(event: Any, env: Any) -> None:
+        escalations[0] += event.type == "alert.escalated"
+
+    hub.subscribe(count_escalations)
+    hub.start()
+    mqtt_link.start()
+    mesh_link.start()
+
+    neighbour = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-hub-2", protocol=mqtt.MQTTv5)
+    neighbour.connect("127.0.0.1", port, 30)
+    neighbour.loop_start()
+
+    rng = random.Random(1)
+    stop = threading.Event()
+    counts = {"alerts": 0, "neighbour_events": 0, "prunes": 0, "pruned": 0}
+
+    def every(sim_interval: float, fn: Any) -> threading.Thread:
+        def loop() -> None:
+            next_at = time.monotonic()
+            while not stop.is_set():
+                next_at += rng.expovariate(f / sim_interval)
+                stop.wait(max(0.0, next_at - time.monotonic()))
+                if not stop.is_set():
+                    fn()
+        t = threading.Thread(target=loop, name=f"soak-{fn.__name__}", daemon=True)
+        t.start()
+        return t
+
+    open_alerts: list[tuple[str, float, str]] = []  # id, real time to act, action
+
+    def raise_one() -> None:
+        alert = hub.raise_alert("gate", rng.choice(["panic", "medical", "fire"]), "Market gate")
+        counts["alerts"] += 1
+        # Most are acknowledged within minutes, some only after the last escalation.
+        delay = rng.choice([30.0, 120.0, 400.0, 900.0]) / f
+        open_alerts.append((alert.id, time.monotonic() + delay, "ack"))
+
+    def manage() -> None:
+        now = time.monotonic()
+        for item in [i for i in open_alerts if i[1] <= now]:
+            open_alerts.remove(item)
+            alert_id, _, action = item
+            if action == "ack":
+                hub.acknowledge(alert_id, "manager")
+                open_alerts.append((alert_id, now + 600.0 / f, "resolve"))
+            else:
+                hub.resolve(alert_id, rng.choice(["genuine", "false_alarm"]), "manager")
+
+    seq = [0]
+
+    def neighbour_event() -> None:
+        seq[0] += 1
+        t = time.time()
+        env = {"v": 1, "id": f"hub-2:e{seq[0]}", "type": "component.ok", "time": t, "ward": "ward-7",
+               "hub": "hub-2", "actor": "soak", "data": {"n": seq[0], "pad": "x" * 200}}
+        neighbour.publish("safercom/v1/ward-7/hub-2/events", json.dumps(env), qos=1)
+        counts["neighbour_events"] += 1
+
+    def prune() -> None:
+        counts["pruned"] += store.prune(time.time() - RETENTION_HOURS * 3600.0 / f)
+        counts["prunes"] += 1
+
+    samples: list[dict[str, Any]] = []
+
+    def sample() -> None:
+        gc.collect()
+        db = cfg.store_path
+        size = sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+        rows = store.query("SELECT (SELECT count(*) FROM events) AS events, (SELECT count(*) FROM alerts) "
+                           "AS alerts, (SELECT count(*) FROM outbox) AS outbox")[0]
+        samples.append({"hour": len(samples), "rss_kb": rss_kb(), "db_bytes": size, **rows,
+                        "pending": {k: v["depth"] for k, v in store.outbox_stats().items()},
+                        "threads": threading.active_count()})
+
+    sample()
+    threads = [every(86400.0 / ALERTS_PER_DAY, raise_one),
+               every(86400.0 / NEIGHBOUR_EVENTS_PER_DAY, neighbour_event)]
+    ticker_start = time.monotonic()
+
+    def fixed(interval: float, fn: Any) -> threading.Thread:
+        def loop() -> None:
+            n = 1
+            while not stop.wait(max(0.0, ticker_start + n * interval / f - time.monotonic())):
+                fn()
+                n += 1
+        t = threading.Thread(target=loop, name=f"soak-{fn.__name__}", daemon=True)
+        t.start()
+        return t
+
+    # The link looks at its heartbeat timer when its drain loop wakes (at least every second);
+    # with time compressed, wake it as often as the compressed heartbeat is due.
+    threads += [fixed(PRUNE_EVERY, prune), fixed(3600.0, sample), fixed(5.0, manage),
+                fixed(HEARTBEAT, mqtt_link._wake.set)]
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    # Let what is queued reach the broker before the last sample.
+    deadline = time.monotonic() + 30
+    while store.outbox_stats().get("mqtt") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sample()
+    result = {"hours": hours, "seconds": seconds, "factor": f, "samples": samples, "counts": counts,
+              "heartbeats": heartbeats[0], "beacons": mesh_link.counters["beacons_sent"],
+              "escalations": escalations[0], "retention_hours": RETENTION_HOURS,
+              "prune_every_hours": PRUNE_EVERY / 3600, "mesh": dict(mesh_link.counters),
+              "mqtt_published": mqtt_link.published}
+    neighbour.disconnect()
+    neighbour.loop_stop()
+    mesh_link.stop()
+    mqtt_link.stop()
+    hub.stop()
+    store.close()
+    air.stop()
+    out.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    sys.exit(main(int(args[0]), Path(args[1]), float(args[2]) if len(args) > 2 else 24.0,
+                  float(args[3]) if len(args) > 3 else 60.0))

@@ -1,0 +1,69 @@
+"""Soak: an accelerated day of one hub (tests/system/soak.py), its memory and its store.
+
+24 simulated hours of beacons, MQTT heartbeats, alerts with their escalations, neighbours'
+events and store pruning, squeezed into ``HUBD_SOAK_SECONDS`` (60) of wall time by
+dividing every interval by the same factor; ``HUBD_SOAK_HOURS`` (24) runs longer days.
+Memory must level off (RSS growth under 5 % after the first quarter of the run) and the
+store must stay within what its retention keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import REPO, Mosquitto
+
+sys.path.insert(0, str(Path(__file__).parent / "system"))
+
+import soak  # noqa: E402
+
+HOURS = float(os.environ.get("HUBD_SOAK_HOURS", "24"))
+SECONDS = float(os.environ.get("HUBD_SOAK_SECONDS", "60"))
+
+
+@pytest.mark.timeout(int(SECONDS) + 300)
+def test_a_day_of_beacons_heartbeats_escalations_and_pruning(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    out = tmp_path / "soak.json"
+    try:
+        proc = subprocess.run([sys.executable, str(REPO / "tests/system/soak.py"), str(broker.port), str(out),
+                               str(HOURS), str(SECONDS)], capture_output=True, text=True,
+                              timeout=SECONDS + 240, cwd=REPO)
+    finally:
+        broker.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    samples = r["samples"]
+    print(json.dumps({k: v for k, v in r.items() if k != "samples"}))
+    for s in samples:
+        print(s)
+
+    # It was a day's work: every kind of periodic activity happened as often as in 24 h.
+    assert r["beacons"] >= 0.8 * HOURS * 3600 / soak.BEACON, r["beacons"]
+    # Each heartbeat is timed from the one before, plus the drain loop's wake-up latency: a few
+    # milliseconds, which compressed time turns into a fifth of the interval.
+    assert r["heartbeats"] >= 0.75 * HOURS * 3600 / soak.HEARTBEAT, r["heartbeats"]
+    assert r["counts"]["alerts"] >= 0.6 * HOURS / 24 * soak.ALERTS_PER_DAY
+    assert r["escalations"] >= r["counts"]["alerts"], "unacknowledged alerts escalated"
+    assert r["counts"]["prunes"] >= int(HOURS * 3600 / soak.PRUNE_EVERY) - 1
+    assert r["counts"]["pruned"] > 0
+
+    # Memory levels off: after the first quarter of the run it grows by under 5 %.
+    warm = samples[len(samples) // 4]["rss_kb"]
+    late = max(s["rss_kb"] for s in samples[-3:])
+    assert late <= warm * 1.05, f"RSS grew from {warm} KiB to {late} KiB after warm-up"
+
+    # The store keeps what its retention says: at most retention + one pruning interval of
+    # events, whatever the length of the run; and nothing waits undelivered at the end.
+    per_hour = (soak.ALERTS_PER_DAY * 6 + soak.NEIGHBOUR_EVENTS_PER_DAY) / 24
+    bound = 1.5 * per_hour * (r["retention_hours"] + r["prune_every_hours"]) + 200
+    after_first_prune = samples[int(r["retention_hours"] + r["prune_every_hours"]) + 1:]
+    assert max(s["events"] for s in after_first_prune) <= bound, (bound, [s["events"] for s in samples])
+    sizes = [s["db_bytes"] for s in after_first_prune]
+    assert sizes[-1] <= 1.5 * sizes[0], f"the store's file keeps growing: {sizes}"
+    assert not samples[-1]["pending"].get("mqtt"), samples[-1]
