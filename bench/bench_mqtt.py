@@ -13,7 +13,6 @@ Run: ``python bench/bench_mqtt.py``; the last line is JSON for ``bench/run``.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -150,8 +149,7 @@ def hub_drain(tmp: Path, port: int) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as d:
         tmp = Path(d)
-        extra = "user root\n" if os.geteuid() == 0 else ""  # as root, mosquitto would drop to its user
-        broker = Mosquitto(tmp / "broker", extra_conf=extra, persistence=False).start()
+        broker = Mosquitto(tmp / "broker", persistence=False).start()
         try:
             hub_lat, link_lat, size = hub_latency(tmp / "lat", broker.port)
             payload = b"x" * size

@@ -254,19 +254,21 @@ class Store:
 
     def pending(self, destination: str, *, limit: int = 100, now: float | None = None,
                 exclude: set[int] | frozenset[int] = frozenset()) -> list[OutboxItem]:
-        """Undelivered rows for a destination, alerts first, then in event order."""
+        """Undelivered rows for a destination, alerts first, then in event order.
+
+        ``exclude`` names rows a link has in flight (or delivered but not yet recorded)."""
         now = time.time() if now is None else now
+        skip = f"AND o.id NOT IN ({','.join('?' * len(exclude))}) " if exclude else ""
         rows = self.query(
             "SELECT o.id, o.destination, o.priority, o.attempts, o.created_at, e.seq AS event_seq, "
             "e.id AS event_id, e.type, e.envelope FROM outbox o JOIN events e ON e.seq = o.event_seq "
             "WHERE o.destination = ? AND o.delivered_at IS NULL "
-            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) "
-            "ORDER BY o.priority, o.id LIMIT ?", (destination, now, limit + len(exclude)))
-        items = [OutboxItem(id=r["id"], destination=r["destination"], event_id=r["event_id"],
-                            event_seq=r["event_seq"], type=r["type"], priority=r["priority"],
-                            attempts=r["attempts"], created_at=r["created_at"],
-                            envelope=json.loads(r["envelope"])) for r in rows if r["id"] not in exclude]
-        return items[:limit]
+            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) " + skip +
+            "ORDER BY o.priority, o.id LIMIT ?", (destination, now, *exclude, limit))
+        return [OutboxItem(id=r["id"], destination=r["destination"], event_id=r["event_id"],
+                           event_seq=r["event_seq"], type=r["type"], priority=r["priority"],
+                           attempts=r["attempts"], created_at=r["created_at"],
+                           envelope=json.loads(r["envelope"])) for r in rows]
 
     def mark_delivered(self, outbox_ids: list[int], when: float | None = None) -> None:
         when = time.time() if when is None else when

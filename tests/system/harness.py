@@ -730,3 +730,8 @@ def check_ward(ward: Ward, work: Workload, *, neighbours: dict[str, set[str]] | 
 
         wait_for(lambda m=missing: not m(), timeout, interval=1.0,
                  message=f"{node.id} to hear every neighbour's alert: {missing()[:10]}")
+    copies = sum(centre.copies.values()) if centre else 0
+    print(f"ward: {len(expected)} alerts, {work.unknown} presses answered only after a restart, "
+          f"{work.refused_down} presses on a dead hub; centre: {len(centre.events) if centre else 0} events, "
+          f"{copies - (len(centre.events) if centre else 0)} duplicate copies absorbed; RSS KiB (after "
+          f"warm-up, peak, last): {ward.rss_report()}")
