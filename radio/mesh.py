@@ -99,6 +99,7 @@ class MeshLink:
                  clock: Any = time.time):
         assert config.mesh is not None
         self.config = config
+        self.started_at = clock()
         self.cfg = config.mesh
         self.hub = hub
         self.processor = processor
@@ -148,6 +149,7 @@ class MeshLink:
     # --- Component ------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.started_at = self.clock()
         if self.config_error:
             log.error("mesh link disabled: %s", self.config_error)
             self.state = "disabled"
@@ -423,7 +425,9 @@ class MeshLink:
             # partition that heals, a hub back from a power cut), missed what happened meanwhile:
             # delivery only waits for the neighbours heard lately.
             if n is None or not n.direct_at:
-                self._catch_up(self.clock() - self.cfg.neighbour_timeout, sender)
+                # Never heard directly since this link started: it may have missed everything
+                # since then (a partition from the start), not just the last timeout's worth.
+                self._catch_up(min(self.started_at, self.clock()) - self.cfg.neighbour_timeout, sender)
             elif time.monotonic() - n.direct_at > self.cfg.neighbour_timeout:
                 self._catch_up(n.last_heard - self.cfg.neighbour_timeout, sender)
         if n is None:

@@ -27,15 +27,17 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
-             message: str = "condition") -> Any:
-    """Poll until predicate() is truthy; return its value or fail with ``message``."""
+             message: str | Callable[[], str] = "condition") -> Any:
+    """Poll until predicate() is truthy; return its value or fail with ``message`` (a callable
+    message is evaluated at the timeout, so it can say what was still missing then)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout} s waiting for {text}")
         time.sleep(interval)
 
 

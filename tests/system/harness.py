@@ -709,7 +709,7 @@ def check_ward(ward: Ward, work: Workload, *, neighbours: dict[str, set[str]] | 
             return wrong
 
         wait_for(lambda: not centre_agrees(), timeout, interval=1.0,
-                 message=f"the centre to hold every alert: {centre_agrees()[:10]}")
+                 message=lambda: f"the centre to hold every alert: {centre_agrees()[:10]}")
         raised_at_centre = {e["alert"]["id"] for e in centre.of_type("alert.raised")}
         assert raised_at_centre <= set(expected), f"false alerts at the centre: " \
                                                   f"{sorted(raised_at_centre - set(expected))[:10]}"
@@ -729,7 +729,7 @@ def check_ward(ward: Ward, work: Workload, *, neighbours: dict[str, set[str]] | 
             return out
 
         wait_for(lambda m=missing: not m(), timeout, interval=1.0,
-                 message=f"{node.id} to hear every neighbour's alert: {missing()[:10]}")
+                 message=lambda m=missing, n=node: f"{n.id} to hear every neighbour's alert: {m()[:10]}")
     copies = sum(centre.copies.values()) if centre else 0
     print(f"ward: {len(expected)} alerts, {work.unknown} presses answered only after a restart, "
           f"{work.refused_down} presses on a dead hub; centre: {len(centre.events) if centre else 0} events, "
