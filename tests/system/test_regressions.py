@@ -85,6 +85,33 @@ def test_a_mesh_partition_that_heals_delivers_what_happened_meanwhile(tmp_path: 
         lab.stop()
 
 
+def test_a_neighbour_never_heard_before_gets_what_happened_since_the_link_started(tmp_path: Path) -> None:
+    # Found by the same chaos scenario after the fix above: when the split came before the two
+    # sides had ever heard each other, the first contact sent only the last neighbour_timeout's
+    # alerts, so older ones never crossed.  A first contact now covers everything since start.
+    import time
+
+    from support import wait_for
+
+    from hubd.radio.mesh_lab import Lab
+
+    lab = Lab(tmp_path, seed=4)
+    try:
+        a, b, c = lab.chain(3, mesh={"neighbour_timeout": 2.0, "beacon_interval": 1.0})
+        lab.air.unlink(b.node, c.node)  # split from the very start
+        lab.start()
+        alert = a.raise_alert("panic", "North gate")
+        a.hub.resolve(alert.id, "genuine", "test")
+        wait_for(lambda: (x := b.store.get_alert(alert.id)) and x.state == "resolved" and a.pending() == 0
+                 and b.pending() == 0, 30, message="a's alert delivered on a's side of the split")
+        time.sleep(3.0)  # older than neighbour_timeout by the time the mesh heals
+        lab.air.link(b.node, c.node)
+        wait_for(lambda: (x := c.store.get_alert(alert.id)) and x.state == "resolved", 30,
+                 message="a's alert at c after the first contact")
+    finally:
+        lab.stop()
+
+
 def test_a_hub_cut_off_from_its_broker_says_so_on_the_mesh(tmp_path: Path) -> None:
     # Found by test_a_hub_cut_off_from_mqtt_reaches_the_centre_through_the_mesh: a hub with an
     # [mqtt] section claimed an uplink in every frame, even with its broker unreachable, so no
