@@ -5,7 +5,6 @@ Run: python bench/bench_core.py   (prints a table and a final JSON line for benc
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import statistics
@@ -18,12 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from benchlib import pct, report  # noqa: E402
 from support import HubProcess, hub_config  # noqa: E402
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def press_to_commit(n: int = 500) -> dict:
@@ -133,10 +128,7 @@ def main() -> None:
         {"figure": "daemon RSS (web on, 5 alerts)", "value": round(r["rss"], 1), "unit": "MB",
          "target": "<= 70 MB", "baseline": "", "ratio": ""},
     ]
-    for row in rows:
-        print(f"{row['figure']:<34} {row['value']:>9} {row['unit']:<3} target {row['target'] or '-':<9} "
-              f"baseline {row['baseline']!s:>7} ratio {row['ratio']}")
-    print(json.dumps({"bench": "core", "rows": rows}))
+    report("core", rows)
 
 
 if __name__ == "__main__":

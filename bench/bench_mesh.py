@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import report
+
 from hubd.model import Alert, AlertKind, Event
 from hubd.radio import frames
 from hubd.radio.frames import Frame, FrameType
@@ -150,7 +152,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("meshtastic").setLevel(logging.CRITICAL)
     rows = sizes() + codec_speed() + delivery()
-    print(json.dumps({"bench": "mesh", "rows": rows}))
+    report("mesh", rows)
     sys.stdout.flush()
 
 

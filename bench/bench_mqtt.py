@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from benchlib import pct, report  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from support import Mosquitto, hub_config  # noqa: E402
 
@@ -36,11 +37,6 @@ from hubd.store import Store  # noqa: E402
 PRESSES = 200
 DRAIN = 10_000
 INFLIGHT = 20  # the [mqtt] max_inflight default
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def bare_client(port: int, inflight: int = INFLIGHT) -> tuple[mqtt.Client, list[int]]:
@@ -171,10 +167,7 @@ def main() -> None:
         {"figure": f"outbox drain of {DRAIN} events", "value": round(drain_rate), "unit": "events/s",
          "target": "ratio >= 0.3", "ratio": round(drain_rate / bare_rate, 2), "baseline": round(bare_rate)},
     ]
-    for r in rows:
-        print(f"{r['figure']:<32} {r['value']:>10} {r['unit']:<9} baseline {r['baseline']:>10}  "
-              f"ratio {r['ratio']:>5}  (target {r['target']})")
-    print(json.dumps({"bench": "mqtt", "rows": rows}))
+    report("mqtt", rows)
 
 
 if __name__ == "__main__":

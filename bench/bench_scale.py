@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+from benchlib import pct, report  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from support import Mosquitto  # noqa: E402
 
@@ -45,13 +46,6 @@ ALERT_EVERY = 600.0
 STEP = float(os.environ.get("HUBD_SCALE_STEP", "6"))
 MAX_HUBS = int(os.environ.get("HUBD_SCALE_MAX", "8000"))
 TARGET_P99 = 1.0
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 class CentreProbe:
@@ -307,7 +301,7 @@ def main() -> int:
          "unit": "ms", "target": "< 5000 ms", "ratio": round(storm_p99 / bare_p99, 1),
          "baseline": round(bare_p99 * 1000, 1)},
     ]
-    print(json.dumps({"bench": "scale", "rows": rows}))
+    report("scale", rows)
     return 0
 
 

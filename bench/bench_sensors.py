@@ -13,7 +13,6 @@ Run: python bench/bench_sensors.py   (prints a table and a final JSON line for b
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import statistics
@@ -23,13 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchlib import pct, report  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def make_hub(tmp: str, *, mqtt: bool) -> Any:
@@ -175,10 +171,7 @@ def main() -> None:
         {"figure": "snapshots taken during the camera-on blocks", "value": taken, "unit": "",
          "target": f"= {len(on)}", "baseline": "", "ratio": ""},
     ]
-    for row in rows:
-        print(f"{row['figure']:<44} {row['value']!s:>9} {row['unit']:<3} target {row['target'] or '-':<20} "
-              f"baseline {row['baseline']!s:>7} ratio {row['ratio']}")
-    print(json.dumps({"bench": "sensors", "rows": rows}))
+    report("sensors", rows)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
 
 import requests  # noqa: E402
+from benchlib import pct, report
 from flask import Flask, Response  # noqa: E402
 
 from hubd.commands import CommandProcessor  # noqa: E402
@@ -39,11 +40,6 @@ CLIENTS = 20
 SECONDS = 4.0
 PRESSES = 30
 PASSWORD = "bench password 1"
-
-
-def _pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def hammer(url: str, make_session: Callable[[], requests.Session]) -> dict[str, float]:
@@ -75,7 +71,7 @@ def hammer(url: str, make_session: Callable[[], requests.Session]) -> dict[str, 
     start.wait()
     for t in threads:
         t.join()
-    return {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "rps": len(lat) / SECONDS, "errors": errors,
+    return {"p50": pct(lat, 50), "p99": pct(lat, 99), "rps": len(lat) / SECONDS, "errors": errors,
             "n": len(lat)}
 
 
@@ -243,12 +239,9 @@ def main() -> int:
          "target": "< 1000", "baseline": round(max(bare_lat), 2),
          "ratio": round(max(press_lat) / max(bare_lat), 2)},
     ]
-    for r in rows:
-        print(f"{r['figure']:<42} {r['value']:>10} {r['unit']:<6} baseline {r['baseline']:>9}  "
-              f"ratio {r['ratio']:>6}  target {r['target']}")
     if status["errors"] or baseline["errors"]:
         print(f"errors: hubd {status['errors']}, baseline {baseline['errors']}", file=sys.stderr)
-    print(json.dumps({"bench": "web", "rows": rows}))
+    report("web", rows)
     return 0
 
 

@@ -502,6 +502,21 @@ def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Co
     return parse_config(data, base_dir=p.resolve().parent, check_files=check_files)
 
 
+#: Keys whose values are never shown (secret *files* are: their paths say where to look).
+SECRET_WORDS = ("password", "secret", "token", "passphrase")
+
+
+def hide_secrets(value: Any, key: str = "") -> Any:
+    """``value`` with anything under a secret-looking key replaced by "(hidden)"."""
+    if isinstance(value, dict):
+        return {k: hide_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [hide_secrets(v, key) for v in value]
+    if value and any(w in key.lower() for w in SECRET_WORDS) and not key.endswith("_file"):
+        return "(hidden)"
+    return value
+
+
 def redacted(cfg: Config) -> dict[str, Any]:
-    """The configuration as a dict with secret file paths kept but nothing secret shown."""
-    return dataclasses.asdict(cfg)
+    """The configuration as a dict, safe to show: secret file paths kept, nothing secret shown."""
+    return hide_secrets(dataclasses.asdict(cfg))

@@ -195,7 +195,6 @@ def test_random_command_sequences_never_reach_an_illegal_state(ops) -> None:
         clock = Clock()
         hub, store = local_hub(Path(tmp), cancel_window=10, clock=clock)
         ids: list[str] = []
-        applied = 0
         for op, i, outcome in ops:
             target = ids[i % len(ids)] if ids else "h1:99"
             before_events = len(store.events(limit=100_000))
@@ -221,7 +220,6 @@ def test_random_command_sequences_never_reach_an_illegal_state(ops) -> None:
                 assert store.get_alert(target) == before, "a refused command changed the alert"
                 assert len(store.events(limit=100_000)) == before_events, "a refused command was logged"
                 continue
-            applied += 1
         # Replaying each alert's logged transitions through the state machine gives its stored state.
         for alert_id in ids:
             state = AlertState.RAISED

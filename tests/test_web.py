@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_web_helpers import JPEG, MANAGER, VIEWER, WebHub, form_token, login, make_web_hub, running_web_hub
 
+from hubd.config import hide_secrets
 from hubd.model import Alert, AlertKind
 from hubd.users import Users
-from hubd.web.api import hide_secrets
 from hubd.web.auth import PUBLIC
 
 

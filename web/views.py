@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 
 from hubd.model import Outcome
 from hubd.web import queries
-from hubd.web.api import ALERT_ACTIONS, SIREN_ACTIONS, alert_detail, hide_secrets, hub, run
+from hubd.web.api import ALERT_ACTIONS, SIREN_ACTIONS, alert_detail, hub, run
 from hubd.web.auth import _safe_next
 from hubd.web.errors import ApiError
 
@@ -136,7 +136,7 @@ def events() -> Any:
 def config_page() -> Any:
     from hubd.config import redacted
 
-    cfg = hide_secrets(redacted(hub().config))
+    cfg = redacted(hub().config)
     return render_template("config.html", cfg=cfg)
 
 
