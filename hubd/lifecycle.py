@@ -206,7 +206,7 @@ class Hub:
             try:
                 # Anything refused earlier goes first, so this alert never overtakes an older one.
                 late = self._flush_unsaved()
-                with self.store.transaction():
+                with self.store.transaction(sync=False):
                     seq = self.store.next_value("alert_seq")
                     alert = Alert(id=f"{self.hub_id}:{seq}", hub=self.hub_id, seq=seq, kind=kind,
                                   source=source, zone=zone, silent=silent, raised_at=now, updated_at=now,
@@ -217,13 +217,20 @@ class Hub:
             except sqlite3.Error as e:
                 return self._keep_unsaved_alert(kind, source, zone, actor or source, silent, extra, now,
                                                  data, e)
-            self._schedule_escalation(alert)
-        log.warning("ALERT %s %s zone=%r source=%s%s", alert.id, kind, zone, source,
-                    " (silent)" if silent else "")
         for c in late:
             self._announce(*c)
-        self._store_ok_again(bool(late))
+        # The links hear of the alert before anything slower happens here, even before its
+        # fsync: the alert leaves for the centre while the disk works (a flash card's fsync
+        # can take longer than the round trip to the broker).  The store's ids survive a
+        # power cut in between (see hubd.store).
         self._announce(*committed)
+        self.store.sync()
+        log.warning("ALERT %s %s zone=%r source=%s%s", alert.id, kind, zone, source,
+                    " (silent)" if silent else "")
+        # Scheduled after the lock is released, so an acknowledgement may come first; the
+        # job then finds the alert no longer raised and does nothing.
+        self._schedule_escalation(alert)
+        self._store_ok_again(bool(late))
         return alert
 
     def acknowledge(self, alert_id: str, actor: str) -> Alert:

@@ -1,17 +1,28 @@
 """The durable store: alerts, the append-only event log and the per-destination outbox.
 
 One SQLite connection, owned here behind a lock (sqlite-utils' ``Database`` is not
-thread-safe).  WAL with ``synchronous=FULL``: a committed alert survives a power cut.
-The schema version lives in ``PRAGMA user_version`` and moves forward by migrations;
-a store written by a newer hubd is refused rather than guessed at.
+thread-safe).  The schema version lives in ``PRAGMA user_version`` and moves forward by
+migrations; a store written by a newer hubd is refused rather than guessed at.
+
+Durability: WAL, and every transaction is fsync'd before ``transaction()`` returns, as
+with ``synchronous=FULL``.  The fsync is ours (``sync()``, on the WAL file) rather than
+SQLite's so that one caller may announce first and sync after: a new alert leaves for the
+centre while its own fsync runs, instead of waiting a flash card's fsync before it may
+leave.  Until that fsync, the alert survives a crash of hubd (it is in the page cache)
+but not a power cut; its id must then never be given out again, for the centre would
+take the next alert with that id for a duplicate.  So after a power cut (hubd did not
+close the store, and the machine has booted since) every id counter skips ahead.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +32,32 @@ from typing import Any
 import sqlite_utils
 
 from hubd.model import Alert, Event
+
+log = logging.getLogger("hubd.store")
+
+#: After a power cut every id counter skips this far ahead: more than the ids that can be
+#: announced while their fsync is still running (one per committing thread).
+ID_SKIP_AFTER_POWER_CUT = 100
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def current_boot_id() -> str:
+    """The kernel's id of this boot ("" where unknown: every unclean stop then counts as a
+    power cut)."""
+    try:
+        return BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return ""
 
 
 class StoreError(Exception):
@@ -78,8 +115,13 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["commands"].create({"id": str, "time": float, "reply": str}, pk="id")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    # "session:<pid>:<token>" -> boot id: one row per Store open in some process.
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
 #: Forward migrations; index i brings a store from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -101,8 +143,10 @@ def _where(conditions: list[tuple[str | None, Any]]) -> tuple[str, list[Any]]:
 class Store:
     """Thread-safe access to the hub's SQLite file."""
 
-    def __init__(self, path: str | Path, *, migrations: list[Callable[..., None]] | None = None):
+    def __init__(self, path: str | Path, *, migrations: list[Callable[..., None]] | None = None,
+                 boot_id: str | None = None):
         self.path = Path(path)
+        self.wal_path = Path(f"{self.path}-wal")
         self._migrations = MIGRATIONS if migrations is None else migrations
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,13 +154,17 @@ class Store:
             self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
                                          check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            # Commits write the WAL; sync() fsyncs it (see the module's docstring).
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open store {self.path}: {e}") from e
         self.db = sqlite_utils.Database(self._conn)
         self._migrate()
+        self._session = f"session:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._open_session(current_boot_id() if boot_id is None else boot_id)
+        self._sync_dir()
 
     # --- housekeeping --------------------------------------------------------------------
 
@@ -138,9 +186,59 @@ class Store:
                     self._migrations[version](self.db)
                     self._conn.execute(f"PRAGMA user_version = {version + 1}")
 
+    def _open_session(self, boot_id: str) -> None:
+        with self.transaction() as conn:
+            lost = False
+            sessions = conn.execute("SELECT key, value FROM meta WHERE key LIKE 'session:%'").fetchall()
+            for key, boot in sessions:
+                if boot_id and boot == boot_id and _alive(int(key.split(":")[1])):
+                    continue  # another process of this boot has the store open (the CLI, say)
+                # Not closed: killed in this boot (the page cache kept its writes; nothing
+                # lost), or open when the machine stopped: a power cut or a kernel crash,
+                # which may have taken ids that were already announced.
+                lost = lost or not boot_id or boot != boot_id
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            if lost:
+                conn.execute("UPDATE counters SET value = value + ?", (ID_SKIP_AFTER_POWER_CUT,))
+                log.warning("store %s was open when the machine stopped (a power cut?): alert and "
+                            "event numbers skip %d ahead so that none announced just before is "
+                            "used twice", self.path, ID_SKIP_AFTER_POWER_CUT)
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (self._session, boot_id))
+
+    def _sync_dir(self) -> None:
+        # The WAL file may be new: its directory entry must survive a power cut too.
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync(self) -> None:
+        """Make every committed transaction survive a power cut (fsync the WAL file).
+
+        ``transaction()`` calls this itself unless told ``sync=False``.  A failed fsync
+        is logged, not raised: the transaction is committed (a crash of hubd cannot lose
+        it) and its caller has already acted on it; a failing disk shows in the next
+        write, which then takes the store-failure path."""
+        try:
+            fd = os.open(self.wal_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # nothing written since the last connection closed
+        except OSError as e:
+            log.error("store: cannot open %s to fsync it: %s", self.wal_path, e)
+            return
+        try:
+            os.fdatasync(fd)  # as SQLite does: the WAL's data (and size), not its mtime
+        except OSError as e:
+            log.error("store: fsync of %s failed: %s; the last writes may not survive a power cut",
+                      self.wal_path, e)
+        finally:
+            os.close(fd)
+
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; nested calls join the outer one."""
+    def transaction(self, *, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, fsync'd before this returns unless ``sync=False`` (the
+        caller then calls ``sync()`` itself).  Nested calls join the outer one."""
         with self._lock:
             if self._conn.in_transaction:
                 yield self._conn
@@ -160,9 +258,18 @@ class Store:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+        if sync:
+            self.sync()
 
     def close(self) -> None:
+        """Close the store, saying it was closed (so the next start is not taken for a
+        start after a power cut)."""
         with self._lock:
+            try:
+                with self.transaction() as conn:
+                    conn.execute("DELETE FROM meta WHERE key = ?", (self._session,))
+            except sqlite3.Error as e:
+                log.warning("store: could not record a clean close: %s", e)
             self._conn.close()
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:

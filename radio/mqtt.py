@@ -42,6 +42,40 @@ log = logging.getLogger("hubd.mqtt")
 DESTINATION = "mqtt"
 
 
+class _Client(mqtt.Client):
+    """paho's client, whose socket work (read, write, keepalive) is serialized by ``io_lock``
+    so that a thread other than hubd-mqtt may write out what it has just queued.
+
+    paho's own loop does the same from inside its callbacks (it writes after a CONNACK
+    while reading), hence a re-entrant lock.  One writer at a time keeps packets whole and
+    in order, and TLS sockets are never read and written at once."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.io_lock = threading.RLock()
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        with self.io_lock:
+            return super().loop_read(max_packets)
+
+    def loop_write(self) -> MQTTErrorCode:
+        with self.io_lock:
+            return super().loop_write()
+
+    def loop_misc(self) -> MQTTErrorCode:
+        with self.io_lock:
+            return super().loop_misc()
+
+    def write_now(self) -> None:
+        """Write what is queued from this thread, unless hubd-mqtt is at the socket (it then
+        writes it itself as soon as it is done: publish() woke it)."""
+        if self.io_lock.acquire(blocking=False):
+            try:
+                self.loop_write()
+            finally:
+                self.io_lock.release()
+
+
 @dataclass
 class _Row:
     """Messages of one outbox row still waiting for their PUBACK."""
@@ -93,6 +127,7 @@ class MqttLink:
         self._done: list[int] = []
         self._failed: list[tuple[int, str]] = []
         self._wake = threading.Event()
+        self._filling = threading.Lock()  # one filler at a time, so rows leave in order
         self._stopping = threading.Event()
         self._closing = False
         self._connected = threading.Event()  # CONNACKed and paho's resends queued: rows may flow
@@ -166,7 +201,7 @@ class MqttLink:
                                   "protocol": mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311}
         if not self.v5:
             kwargs["clean_session"] = False
-        client = mqtt.Client(**kwargs)
+        client = _Client(**kwargs)
         client.enable_logger(logging.getLogger("hubd.mqtt.paho"))
         # paho's own window is wider than ours: replies and status must not queue behind rows.
         client.max_inflight_messages_set(cfg.max_inflight * 3 + 10)
@@ -348,9 +383,25 @@ class MqttLink:
     # --- the drain ------------------------------------------------------------------------
 
     def _on_hub_event(self, event: Event, envelope: dict[str, Any]) -> None:
-        # Runs in whichever thread committed the event: never block here.
+        # Runs in whichever thread committed the event, just after the commit.  When the drain
+        # is idle, the new row is published and written to the socket from here: handing it
+        # to hubd-mqtt-drain and then to hubd-mqtt would cost two thread wake-ups, each
+        # about as long as the broker's round trip.  Never waits: if the drain or the
+        # network thread is busy, they send the row themselves.
         if event.type.startswith("alert.") or event.type.startswith("siren."):
             self._ha_dirty = True
+        if self._connected.is_set() and not self._closing and self._filling.acquire(blocking=False):
+            try:
+                more = self._fill()
+                self.client.write_now()
+            except Exception:
+                log.exception("publishing %s from the committing thread failed; the drain retries",
+                              event.id)
+                more = True
+            finally:
+                self._filling.release()
+            if not more and not (self.cfg.homeassistant and self._ha_dirty):
+                return
         self._wake.set()
 
     def _run_drain(self) -> None:
@@ -362,7 +413,8 @@ class MqttLink:
             try:
                 backlog = False
                 if self._connected.is_set() and not self._closing:
-                    backlog = self._fill()
+                    with self._filling:
+                        backlog = self._fill()
                 # Recording deliveries costs an fsync: while a backlog drains, batch them
                 # (the rows stay excluded from pending() until written), so publishing
                 # does not stall on the disk; with no backlog, record at once.
