@@ -159,6 +159,8 @@ class Event:
     alert_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     seq: int = 0  # local order (store rowid); never wall time
+    #: (destination, outbox row id, priority) of each delivery the store queued with it.
+    outbox: tuple[tuple[str, int, int], ...] = ()
 
     def envelope(self, ward: str, alert: Alert | None) -> dict[str, Any]:
         """The versioned wire form (MQTT ``events`` topic, SSE, API)."""

@@ -281,9 +281,9 @@ class Store:
     def next_value(self, name: str) -> int:
         """Increment and return a persistent counter (inside the caller's transaction)."""
         with self.transaction() as conn:
-            conn.execute("INSERT INTO counters(name, value) VALUES (?, 1) "
-                         "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
-            return conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
+            return conn.execute("INSERT INTO counters(name, value) VALUES (?, 1) "
+                                "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+                                (name,)).fetchone()[0]
 
     # --- alerts ---------------------------------------------------------------------------
 
@@ -336,11 +336,11 @@ class Store:
                 return None
             seq = cur.lastrowid
             now = time.time()
-            conn.executemany(
+            outbox = tuple((d, conn.execute(
                 "INSERT INTO outbox(event_seq, destination, priority, created_at, attempts) "
-                "VALUES (?,?,?,?,0)", [(seq, d, p, now) for d, p in destinations])
+                "VALUES (?,?,?,?,0)", (seq, d, p, now)).lastrowid, p) for d, p in destinations)
         return Event(id=event.id, type=event.type, time=event.time, hub=event.hub, actor=event.actor,
-                     alert_id=event.alert_id, data=event.data, seq=seq)
+                     alert_id=event.alert_id, data=event.data, seq=seq, outbox=outbox)
 
     def has_event(self, event_id: str) -> bool:
         return bool(self.query("SELECT 1 FROM events WHERE id = ?", (event_id,)))
@@ -366,16 +366,26 @@ class Store:
         ``exclude`` names rows a link has in flight (or delivered but not yet recorded)."""
         now = time.time() if now is None else now
         skip = f"AND o.id NOT IN ({','.join('?' * len(exclude))}) " if exclude else ""
-        rows = self.query(
-            "SELECT o.id, o.destination, o.priority, o.attempts, o.created_at, e.seq AS event_seq, "
-            "e.id AS event_id, e.type, e.envelope FROM outbox o JOIN events e ON e.seq = o.event_seq "
-            "WHERE o.destination = ? AND o.delivered_at IS NULL "
-            "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) " + skip +
-            "ORDER BY o.priority, o.id LIMIT ?", (destination, now, *exclude, limit))
-        return [OutboxItem(id=r["id"], destination=r["destination"], event_id=r["event_id"],
-                           event_seq=r["event_seq"], type=r["type"], priority=r["priority"],
-                           attempts=r["attempts"], created_at=r["created_at"],
-                           envelope=json.loads(r["envelope"])) for r in rows]
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT o.id, o.destination, e.id, e.seq, e.type, o.priority, o.attempts, o.created_at, "
+                "e.envelope FROM outbox o JOIN events e ON e.seq = o.event_seq "
+                "WHERE o.destination = ? AND o.delivered_at IS NULL "
+                "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) " + skip +
+                "ORDER BY o.priority, o.id LIMIT ?", (destination, now, *exclude, limit)).fetchall()
+        # Positional: this is on the path of every alert to the centre.
+        return [OutboxItem(*r[:8], envelope=json.loads(r[8])) for r in rows]
+
+    def first_pending(self, destination: str, *,
+                      exclude: set[int] | frozenset[int] = frozenset()) -> int | None:
+        """The id of the row ``pending(destination)`` would give first, or None."""
+        skip = f"AND id NOT IN ({','.join('?' * len(exclude))}) " if exclude else ""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id FROM outbox WHERE destination = ? AND delivered_at IS NULL "
+                "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) " + skip +
+                "ORDER BY priority, id LIMIT 1", (destination, time.time(), *exclude)).fetchone()
+        return None if row is None else row[0]
 
     def mark_delivered(self, outbox_ids: list[int], when: float | None = None) -> None:
         when = time.time() if when is None else when

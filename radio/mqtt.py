@@ -392,7 +392,7 @@ class MqttLink:
             self._ha_dirty = True
         if self._connected.is_set() and not self._closing and self._filling.acquire(blocking=False):
             try:
-                more = self._fill()
+                more = self._send_new(event, envelope)
                 self.client.write_now()
             except Exception:
                 log.exception("publishing %s from the committing thread failed; the drain retries",
@@ -457,12 +457,39 @@ class MqttLink:
                 del self._done[:len(done)]
                 del self._failed[:len(failed)]
 
+    def _window(self) -> tuple[int, set[int]]:
+        """Room in the in-flight window, and the rows pending() must skip (in flight, or
+        delivered or refused but not yet recorded)."""
+        with self._lock:
+            return (self._inflight_cap - len(self._rows),
+                    set(self._rows) | set(self._done) | {r for r, _ in self._failed})
+
+    def _send_new(self, event: Event, envelope: dict[str, Any]) -> bool:
+        """Publish the row just queued with ``event`` if it is next in line (it usually is:
+        then it goes from memory, not read back from the store); otherwise publish what is
+        next (``_fill``).  True if rows may still be waiting."""
+        row = next(((r, p) for d, r, p in event.outbox if d == DESTINATION), None)
+        if row is None:
+            return True  # nothing new for us; let the drain look
+        room, busy = self._window()
+        if room <= 0:
+            return True
+        if row[0] in busy:
+            return False  # the drain was quicker
+        first = self.store.first_pending(DESTINATION, exclude=busy)
+        if first is None:
+            return False  # already delivered and recorded
+        if first != row[0]:
+            return self._fill()
+        self._publish_row(OutboxItem(id=row[0], destination=DESTINATION, event_id=event.id,
+                                     event_seq=event.seq, type=event.type, priority=row[1], attempts=0,
+                                     created_at=event.time, envelope=envelope))
+        return False
+
     def _fill(self) -> bool:
         """Publish pending rows while the window has room; True if rows may still be waiting."""
         while self._connected.is_set() and not self._stopping.is_set():
-            with self._lock:
-                room = self._inflight_cap - len(self._rows)
-                busy = set(self._rows) | set(self._done) | {r for r, _ in self._failed}
+            room, busy = self._window()
             if room <= 0:
                 return True
             items = self.store.pending(DESTINATION, limit=room, exclude=busy)

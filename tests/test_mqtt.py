@@ -87,6 +87,27 @@ def test_alert_events_and_snapshot_reach_the_centre(tmp_path, broker, cleanup):
     assert msg.retain and msg.json()["online"] is True
 
 
+def test_a_new_alert_never_overtakes_an_older_waiting_row(tmp_path, broker, cleanup):
+    # A new alert is published from the committing thread, straight from memory, only when
+    # it is next in line; here an older alert-priority row waits that the link was never
+    # told of (written without an announcement), so both must leave in the store's order.
+    centre = Centre(broker.host, broker.port)
+    cleanup.append(centre)
+    h = local_hub(tmp_path / "hub", broker.port)
+    cleanup.append(h)
+    wait_for(lambda: h.link.status()["connected"] and undelivered(h.store) == 0, 15,
+             message="link up and outbox empty")
+    for _ in range(5):
+        older = h.hub.record("siren.test", actor="tech", announce=False)
+        alert = h.hub.raise_alert("gate", "panic")
+        wait_for(lambda: {older.id, f"{alert.id}:raised:0"} <= {e["id"] for e in centre.events(h.topics.events)},
+                 15, message="both events at the centre")
+    ids = [e["id"] for e in centre.events(h.topics.events) if e["type"] in ("siren.test", "alert.raised")]
+    assert len(ids) == 10
+    for first, second in zip(ids[::2], ids[1::2], strict=True):
+        assert first.split(":e")[0] == "hub-1" and second.endswith(":raised:0"), ids
+
+
 def test_commands_round_trip_and_every_bad_input_is_refused(tmp_path, broker, cleanup):
     centre = Centre(broker.host, broker.port)
     cleanup.append(centre)
