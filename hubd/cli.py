@@ -220,7 +220,8 @@ def cmd_user(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"hubd: config: {'; '.join(e.errors)}", file=sys.stderr)
         return 2
-    users = Users(Store(cfg.store_path))
+    store = Store(cfg.store_path)
+    users = Users(store)
     try:
         if args.action == "list":
             for u in users.list():
@@ -246,6 +247,8 @@ def cmd_user(args: argparse.Namespace) -> int:
     except UserError as e:
         print(f"hubd: {e}", file=sys.stderr)
         return 1
+    finally:
+        store.close()  # says the store was closed: not a power cut at the next boot
     return 0
 
 

@@ -162,8 +162,9 @@ def test_silent_radio_is_detected_and_reconnected(tmp_path: Path) -> None:
         lab.start()
         neighbours_known(a, b)
         a.node.freeze()
-        wait_for(lambda: a.link.counters["watchdog"] >= 1, 20, message="the watchdog to notice")
-        assert a.hub.health["mesh"].status == "fault"
+        # The counter moves just before the link reports the fault: wait for both.
+        wait_for(lambda: a.link.counters["watchdog"] >= 1 and a.hub.health["mesh"].status == "fault", 20,
+                 message="the watchdog to notice and report the fault")
         alert = a.raise_alert("intrusion", "Back door")
         a.node.freeze(False)
         wait_for(lambda: b.store.get_alert(alert.id), 30, message="the alert once the radio answers")

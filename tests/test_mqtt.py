@@ -100,7 +100,8 @@ def test_a_new_alert_never_overtakes_an_older_waiting_row(tmp_path, broker, clea
     for _ in range(5):
         older = h.hub.record("siren.test", actor="tech", announce=False)
         alert = h.hub.raise_alert("gate", "panic")
-        wait_for(lambda: {older.id, f"{alert.id}:raised:0"} <= {e["id"] for e in centre.events(h.topics.events)},
+        both = {older.id, f"{alert.id}:raised:0"}
+        wait_for(lambda both=both: both <= {e["id"] for e in centre.events(h.topics.events)},
                  15, message="both events at the centre")
     ids = [e["id"] for e in centre.events(h.topics.events) if e["type"] in ("siren.test", "alert.raised")]
     assert len(ids) == 10
