@@ -37,7 +37,7 @@ from hubd.lifecycle import Hub  # noqa: E402
 from hubd.radio.mqtt import MqttLink  # noqa: E402
 from hubd.store import Store  # noqa: E402
 
-PRESSES = 200
+PRESSES = 400
 DRAIN = 10_000
 INFLIGHT = 20  # the [mqtt] max_inflight default
 
