@@ -359,32 +359,36 @@ class Store:
             r["envelope"] = json.loads(r["envelope"])
         return rows
 
+    @staticmethod
+    def _pending_rows(destination: str, now: float, exclude: set[int] | frozenset[int],
+                      join: str = "") -> tuple[str, list[Any]]:
+        """FROM/WHERE/ORDER BY of the pending rows (outbox aliased ``o``): one definition of
+        what is pending and in which order, for ``pending`` and ``first_pending`` alike."""
+        skip = f"AND o.id NOT IN ({','.join('?' * len(exclude))}) " if exclude else ""
+        return (f"FROM outbox o {join}WHERE o.destination = ? AND o.delivered_at IS NULL "
+                "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) " + skip +
+                "ORDER BY o.priority, o.id LIMIT ?"), [destination, now, *exclude]
+
     def pending(self, destination: str, *, limit: int = 100, now: float | None = None,
                 exclude: set[int] | frozenset[int] = frozenset()) -> list[OutboxItem]:
         """Undelivered rows for a destination, alerts first, then in event order.
 
         ``exclude`` names rows a link has in flight (or delivered but not yet recorded)."""
-        now = time.time() if now is None else now
-        skip = f"AND o.id NOT IN ({','.join('?' * len(exclude))}) " if exclude else ""
+        rows_sql, params = self._pending_rows(destination, time.time() if now is None else now, exclude,
+                                              join="JOIN events e ON e.seq = o.event_seq ")
         with self._lock:
             rows = self._conn.execute(
                 "SELECT o.id, o.destination, e.id, e.seq, e.type, o.priority, o.attempts, o.created_at, "
-                "e.envelope FROM outbox o JOIN events e ON e.seq = o.event_seq "
-                "WHERE o.destination = ? AND o.delivered_at IS NULL "
-                "AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?) " + skip +
-                "ORDER BY o.priority, o.id LIMIT ?", (destination, now, *exclude, limit)).fetchall()
+                "e.envelope " + rows_sql, (*params, limit)).fetchall()
         # Positional: this is on the path of every alert to the centre.
         return [OutboxItem(*r[:8], envelope=json.loads(r[8])) for r in rows]
 
     def first_pending(self, destination: str, *,
                       exclude: set[int] | frozenset[int] = frozenset()) -> int | None:
         """The id of the row ``pending(destination)`` would give first, or None."""
-        skip = f"AND id NOT IN ({','.join('?' * len(exclude))}) " if exclude else ""
+        rows_sql, params = self._pending_rows(destination, time.time(), exclude)
         with self._lock:
-            row = self._conn.execute(
-                "SELECT id FROM outbox WHERE destination = ? AND delivered_at IS NULL "
-                "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) " + skip +
-                "ORDER BY priority, id LIMIT 1", (destination, time.time(), *exclude)).fetchone()
+            row = self._conn.execute("SELECT o.id " + rows_sql, (*params, 1)).fetchone()
         return None if row is None else row[0]
 
     def mark_delivered(self, outbox_ids: list[int], when: float | None = None) -> None:
