@@ -143,8 +143,7 @@ def _where(conditions: list[tuple[str | None, Any]]) -> tuple[str, list[Any]]:
 class Store:
     """Thread-safe access to the hub's SQLite file."""
 
-    def __init__(self, path: str | Path, *, migrations: list[Callable[..., None]] | None = None,
-                 boot_id: str | None = None):
+    def __init__(self, path: str | Path, *, migrations: list[Callable[..., None]] | None = None):
         self.path = Path(path)
         self.wal_path = Path(f"{self.path}-wal")
         self._migrations = MIGRATIONS if migrations is None else migrations
@@ -163,7 +162,7 @@ class Store:
         self.db = sqlite_utils.Database(self._conn)
         self._migrate()
         self._session = f"session:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._open_session(current_boot_id() if boot_id is None else boot_id)
+        self._open_session(current_boot_id())
         self._sync_dir()
 
     # --- housekeeping --------------------------------------------------------------------

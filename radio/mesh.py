@@ -213,15 +213,15 @@ class MeshLink:
             self._wake.set()
 
     def _pub_receive(self, packet: Any, interface: Any) -> None:
-        try:
-            self._inbox.put(("packet", interface, packet))
-            self._wake.set()
-        except Exception:
-            pass
+        self._hand_over("packet", interface, packet)
 
     def _pub_lost(self, interface: Any) -> None:
+        self._hand_over("lost", interface, None)
+
+    def _hand_over(self, kind: str, interface: Any, payload: Any) -> None:
+        # Runs in meshtastic's reader thread (through pypubsub): hand over, never raise there.
         try:
-            self._inbox.put(("lost", interface, None))
+            self._inbox.put((kind, interface, payload))
             self._wake.set()
         except Exception:
             pass

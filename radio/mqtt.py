@@ -8,8 +8,10 @@ after a reconnect or a restart; receivers deduplicate by event id.
 
 Threads: ``hubd-mqtt`` runs paho's network loop and owns reconnection (capped
 exponential backoff with jitter); ``hubd-mqtt-drain`` moves rows from the store to
-paho and records PUBACKs.  paho's callbacks never wait on the store for long and the
-hub's listener only wakes the drain.
+paho and records PUBACKs.  A new event's row, when it is next in line and the drain is
+idle, is published and written to the socket by the thread that committed it (the
+hub's listener), so an alert does not wait for two thread wake-ups.  paho's callbacks
+never wait on the store for long.
 """
 
 from __future__ import annotations
@@ -216,9 +218,10 @@ class MqttLink:
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.will_set(self.topics.status, contract.dumps(contract.offline_payload(
             self.config.hub.ward, self.hub_id, "connection lost")), qos=1, retain=True)
-        # Only hubd-mqtt may write to the socket.  Without paho's own thread, publish() from
-        # another thread would write too, and two writers reorder (or interleave) packets;
-        # with this hook publish() only queues and wakes the loop through paho's socket pair.
+        # Without paho's own thread, publish() from any thread would write to the socket
+        # unguarded, and two writers reorder (or interleave) packets; with this hook it only
+        # queues and wakes the loop through paho's socket pair.  Writes happen in
+        # _Client.loop_write, under its lock (hubd-mqtt, or write_now after a new row).
         client.on_socket_register_write = lambda *_: None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

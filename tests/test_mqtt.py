@@ -44,11 +44,17 @@ def cleanup():
             pass
 
 
-def test_alert_events_and_snapshot_reach_the_centre(tmp_path, broker, cleanup):
+def centre_and_hub(tmp_path: Path, broker: Mosquitto, cleanup: list, **options: str):
+    """A recording centre and an in-process hub on the broker, both stopped after the test."""
     centre = Centre(broker.host, broker.port)
     cleanup.append(centre)
-    h = local_hub(tmp_path / "hub", broker.port)
+    h = local_hub(tmp_path / "hub", broker.port, **options)
     cleanup.append(h)
+    return centre, h
+
+
+def test_alert_events_and_snapshot_reach_the_centre(tmp_path, broker, cleanup):
+    centre, h = centre_and_hub(tmp_path, broker, cleanup)
     t = h.topics
 
     alert = h.hub.raise_alert("gate", "panic", "Market gate")
@@ -91,10 +97,7 @@ def test_a_new_alert_never_overtakes_an_older_waiting_row(tmp_path, broker, clea
     # A new alert is published from the committing thread, straight from memory, only when
     # it is next in line; here an older alert-priority row waits that the link was never
     # told of (written without an announcement), so both must leave in the store's order.
-    centre = Centre(broker.host, broker.port)
-    cleanup.append(centre)
-    h = local_hub(tmp_path / "hub", broker.port)
-    cleanup.append(h)
+    centre, h = centre_and_hub(tmp_path, broker, cleanup)
     wait_for(lambda: h.link.status()["connected"] and undelivered(h.store) == 0, 15,
              message="link up and outbox empty")
     for _ in range(5):
@@ -110,10 +113,7 @@ def test_a_new_alert_never_overtakes_an_older_waiting_row(tmp_path, broker, clea
 
 
 def test_commands_round_trip_and_every_bad_input_is_refused(tmp_path, broker, cleanup):
-    centre = Centre(broker.host, broker.port)
-    cleanup.append(centre)
-    h = local_hub(tmp_path / "hub", broker.port)
-    cleanup.append(h)
+    centre, h = centre_and_hub(tmp_path, broker, cleanup)
     t = h.topics
     alert = h.hub.raise_alert("gate", "panic", "Market gate")
 
@@ -175,10 +175,7 @@ def test_commands_round_trip_and_every_bad_input_is_refused(tmp_path, broker, cl
 
 
 def test_mqtt_311_replies_on_the_reply_topic(tmp_path, broker, cleanup):
-    centre = Centre(broker.host, broker.port)
-    cleanup.append(centre)
-    h = local_hub(tmp_path / "hub", broker.port, protocol="3.1.1")
-    cleanup.append(h)
+    centre, h = centre_and_hub(tmp_path, broker, cleanup, protocol="3.1.1")
     alert = h.hub.raise_alert("gate", "panic")
     wait_for(lambda: any(e["type"] == "alert.raised" for e in centre.events(h.topics.events)), 15,
              message="alert over 3.1.1")
@@ -248,10 +245,7 @@ def test_burst_of_1000_events_survives_a_broker_kill9(tmp_path, cleanup):
 
 
 def test_relayed_mesh_event_keeps_origin_and_names_the_relay(tmp_path, broker, cleanup):
-    centre = Centre(broker.host, broker.port)
-    cleanup.append(centre)
-    h = local_hub(tmp_path / "hub", broker.port)
-    cleanup.append(h)
+    centre, h = centre_and_hub(tmp_path, broker, cleanup)
     now = time.time()
     envelope = {"v": 1, "id": "hub-9:e4", "type": "alert.raised", "time": now, "ward": "ward-7",
                 "hub": "hub-9", "actor": "gate", "data": {},
