@@ -193,7 +193,13 @@ def test_burst_of_1000_events_survives_a_broker_kill9(tmp_path, cleanup):
     cleanup.append(centre)
     h = local_hub(tmp_path / "hub", broker.port)
     cleanup.append(h)
-    time.sleep(1.5)  # let an autosave include the centre's subscription
+    # Mosquitto saves about every 2 s (and does not log it): wait for a save that includes
+    # the centre's subscription, or the restarted broker would drop what it missed.
+    wait_for(lambda: h.link.status()["connected"], 15, message="the hub connected")
+    subscribed = time.time()
+    saved = broker.workdir / "mosquitto.db"
+    wait_for(lambda: saved.exists() and saved.stat().st_mtime > subscribed + 0.01, 15,
+             message="the broker to save the centre's session")
 
     n = 1000
     ids: list[str] = []
