@@ -1,4 +1,10 @@
-"""Is the system clock synchronised?
+"""Time for the hub: one clock interface, and "is the system clock synchronised?".
+
+Every part that needs time takes a :class:`Clock`: ``time()`` is wall time, for what is
+shown and sent (event times, envelopes); ``monotonic()`` is for every timer and every
+duration (escalation, cancel windows, siren max-on, supervision, retries), so that a
+wall-clock jump in either direction changes only the displayed times.  Tests pass their
+own clock; the daemon passes :data:`SYSTEM_CLOCK`.
 
 A hub without a real-time clock boots with the time it had at shutdown (or 1970) and
 keeps it until the network brings NTP.  Until then its timestamps are marked
@@ -28,8 +34,30 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("hubd.clock")
+
+
+class Clock(Protocol):
+    """Wall time for display and the wire, monotonic time for timers and durations."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """The machine's clocks (``time.time`` and ``time.monotonic``)."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+SYSTEM_CLOCK: Clock = SystemClock()
 
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 

@@ -462,3 +462,11 @@ class Store:
     def delete_snapshot(self, snapshot_id: int) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+    # --- for the MQTT link ------------------------------------------------------------------
+
+    # --- for the mesh link ------------------------------------------------------------------
+
+    # --- accounts (users) and the web page --------------------------------------------------
+
+    # --- metrics ----------------------------------------------------------------------------
