@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import jsonschema
 
+from hubd.contract import HUB_PATTERN, WARD_PATTERN
+
 ALERT_KINDS = ("panic", "medical", "fire", "intrusion", "tamper", "fault", "test")
 
 
@@ -39,9 +41,9 @@ def _meta(doc: str, **schema: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class HubIdentity:
     ward: str = field(metadata=_meta("Ward identifier, used in MQTT topics",
-                                     pattern=r"^[A-Za-z0-9_-]{1,32}$"))
+                                     pattern=f"^{WARD_PATTERN}$"))
     id: str = field(metadata=_meta("Hub identifier, unique in the network; prefixes alert ids",
-                                   pattern=r"^[A-Za-z0-9_-]{1,24}$"))
+                                   pattern=f"^{HUB_PATTERN}$"))
     name: str = field(default="", metadata=_meta("Display name"))
     location: str = field(default="", metadata=_meta("Where the hub is, in words"))
     state_dir: str = field(default="/var/lib/hubd", metadata=_meta("Store, snapshots, secrets"))

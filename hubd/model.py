@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hubd.contract import event_envelope
+
 
 class AlertKind(enum.StrEnum):
     PANIC = "panic"
@@ -164,10 +166,6 @@ class Event:
 
     def envelope(self, ward: str, alert: Alert | None) -> dict[str, Any]:
         """The versioned wire form (MQTT ``events`` topic, SSE, API)."""
-        env: dict[str, Any] = {
-            "v": 1, "id": self.id, "type": self.type, "time": self.time, "ward": ward,
-            "hub": self.hub, "actor": self.actor, "data": self.data,
-        }
-        if alert is not None:
-            env["alert"] = alert.to_dict()
-        return env
+        return event_envelope(id=self.id, type=self.type, time=self.time, ward=ward, hub=self.hub,
+                              actor=self.actor, data=self.data,
+                              alert=alert.to_dict() if alert is not None else None)

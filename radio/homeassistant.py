@@ -14,7 +14,7 @@ from typing import Any
 
 from hubd import __version__
 from hubd.config import Config
-from hubd.radio.contract import Topics
+from hubd.contract import Topics
 
 DISCOVERY_PREFIX = "homeassistant"
 

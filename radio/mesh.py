@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubd import contract
 from hubd.commands import CommandProcessor
 from hubd.config import Config
 from hubd.lifecycle import MESH_EVENT_TYPES, PRIORITY_ALERT, Hub
@@ -465,7 +466,7 @@ class MeshLink:
             self._wake.set()
 
     def _envelope(self, frame: Frame, sender: int, hops: int, raw: Any) -> dict[str, Any]:
-        alert_id = f"{frame.origin}:{frame.seq}"
+        alert_id = contract.alert_id(frame.origin, frame.seq)
         existing = self.hub.store.get_alert(alert_id)
         event_time = float(frame.event_time)
         raised_at = event_time if frame.type == FrameType.RAISED or existing is None else existing.raised_at
@@ -478,17 +479,15 @@ class MeshLink:
             data["outcome"] = frame.outcome
         data["mesh"] = {"node": f"!{sender:08x}", "hops": hops, "snr": raw.rx_snr or None,
                         "rssi": raw.rx_rssi or None, "uplink": frame.uplink, "relayed_by": relayed_by}
-        return {
-            "v": 1, "id": event_id(frame), "type": EVENT_TYPE[frame.type], "time": event_time,
-            "ward": self.config.hub.ward, "hub": frame.origin, "actor": "mesh", "data": data,
-            "alert": {
+        return contract.event_envelope(
+            id=event_id(frame), type=EVENT_TYPE[frame.type], time=event_time, ward=self.config.hub.ward,
+            hub=frame.origin, actor="mesh", data=data, alert={
                 "id": alert_id, "hub": frame.origin, "seq": frame.seq, "kind": frame.kind,
                 "source": "mesh", "zone": frame.zone, "state": STATE[frame.type],
                 "outcome": frame.outcome if frame.type == FrameType.RESOLVED else None,
                 "level": frame.level, "silent": frame.silent, "raised_at": raised_at,
                 "updated_at": event_time, "remote": True, "relayed_by": relayed_by, "extra": {},
-            },
-        }
+            })
 
     def _on_response(self, packet: dict[str, Any]) -> None:
         decoded = packet.get("decoded") or {}
@@ -766,4 +765,5 @@ class MeshLink:
 
 def event_id(frame: Frame) -> str:
     """The event id of an alert frame: the same at every hub, so duplicates deduplicate."""
-    return f"{frame.origin}:{frame.seq}:{EVENT_TYPE[frame.type].split('.', 1)[1]}:{frame.level}"
+    return contract.transition_event_id(contract.alert_id(frame.origin, frame.seq), EVENT_TYPE[frame.type],
+                                        frame.level)

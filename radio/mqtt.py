@@ -31,17 +31,33 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hubd import contract
 from hubd.commands import CommandProcessor
 from hubd.config import Config
+from hubd.contract import MAX_COMMAND_BYTES, MQTT_COMMANDS, Topics, parse_topic
 from hubd.lifecycle import Hub
 from hubd.model import Event
-from hubd.radio import cap, contract, homeassistant
-from hubd.radio.contract import MAX_COMMAND_BYTES, MQTT_COMMANDS, Topics
+from hubd.radio import cap, homeassistant
 from hubd.store import OutboxItem
 
 log = logging.getLogger("hubd.mqtt")
 
 DESTINATION = "mqtt"
+
+
+def topics_for(config: Config) -> Topics:
+    """This hub's topics, under the configured root."""
+    root = config.mqtt.root.strip("/") if config.mqtt else "safercom/v1"
+    return Topics(root, config.hub.ward, config.hub.id)
+
+
+def status_message(status: dict[str, Any], now: float) -> dict[str, Any]:
+    """The retained status payload from ``Hub.status()`` at ``now``."""
+    return contract.status_payload(
+        hub=status["hub"], ward=status["ward"], time=now, name=status.get("name", ""),
+        version=status["version"], uptime=status["uptime"], clock_synced=status["clock_synced"],
+        components=status["components"], outbox=status["outbox"],
+        open_alerts=sum(1 for a in status["open_alerts"] if not a.get("remote")))
 
 
 class _Client(mqtt.Client):
@@ -119,7 +135,7 @@ class MqttLink:
         self.hub = hub
         self.store = hub.store
         self.processor = processor
-        self.topics = Topics.for_config(config)
+        self.topics = topics_for(config)
         self.hub_id = config.hub.id
         self.v5 = self.cfg.protocol == "5"
         self._lock = threading.Lock()
@@ -162,7 +178,7 @@ class MqttLink:
         if self._up:
             try:
                 info = self._publish(self.topics.status, contract.dumps(contract.offline_payload(
-                    self.config.hub.ward, self.hub_id, "stopped")), retain=True)
+                    self.config.hub.ward, self.hub_id, "stopped", time.time())), retain=True)
                 deadline = time.monotonic() + min(2.0, timeout)
                 while info is not None and not info.is_published() and time.monotonic() < deadline \
                         and self._up:
@@ -293,7 +309,7 @@ class MqttLink:
             subs.append((self.topics.ha_siren_set, 1))
         for n in self.cfg.neighbours:
             if n != self.hub_id:
-                subs += [(self.topics.of(n, "events"), 1), (self.topics.of(n, "status"), 1)]
+                subs += [(self.topics.of(n).events, 1), (self.topics.of(n).status, 1)]
         client.subscribe(subs)
         self.last_error = ""
         self.hub.set_health("mqtt", "ok")
@@ -377,7 +393,7 @@ class MqttLink:
 
     def _publish_status(self) -> None:
         try:
-            payload = contract.status_payload(self.hub.status())
+            payload = status_message(self.hub.status(), time.time())
         except Exception:
             log.exception("cannot build the status")
             return
@@ -563,12 +579,12 @@ class MqttLink:
             elif self.cfg.homeassistant and msg.topic == self.topics.ha_siren_set:
                 self._on_ha_siren(msg)
             else:
-                where = self.topics.split(msg.topic)
-                if where and where[0] in self.cfg.neighbours:
-                    if where[1] == "events":
-                        self._on_neighbour_event(where[0], msg.payload)
-                    elif where[1] == "status":
-                        self._on_neighbour_status(where[0], msg.payload)
+                where = parse_topic(self.topics.root, msg.topic)
+                if where and where.ward == self.topics.ward and where.hub in self.cfg.neighbours:
+                    if where.leaf == "events":
+                        self._on_neighbour_event(where.hub, msg.payload)
+                    elif where.leaf == "status":
+                        self._on_neighbour_status(where.hub, msg.payload)
         except Exception:
             # Whatever arrives, the link keeps running.
             log.exception("failed to handle a message on %s", msg.topic)

@@ -16,10 +16,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support import hub_config, wait_for
 
+from hubd import contract
 from hubd.commands import CommandProcessor
 from hubd.config import load_config
 from hubd.lifecycle import Hub
-from hubd.radio import contract
 from hubd.radio.mqtt import MqttLink
 from hubd.store import Store
 

@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import hub_config
 
+from hubd import contract
 from hubd.commands import CommandProcessor
 from hubd.config import Config, ConfigError, load_config, parse_config
 from hubd.lifecycle import Hub
-from hubd.radio import contract, frames
+from hubd.radio import frames
 from hubd.radio.frames import Frame, FrameError, FrameType
 from hubd.store import Store
 
@@ -185,7 +186,7 @@ def test_mqtt_commands_get_a_valid_reply_and_bad_ones_change_nothing(link: Any, 
 def test_neighbour_events_that_are_not_valid_are_dropped(link: Any, env: Any, raw: bytes | None) -> None:
     payload = raw if raw is not None else json.dumps(env).encode()
     before = state_of(link.store)
-    link._on_message(link.client, None, message(link.topics.of("hub-2", "events"), payload))
+    link._on_message(link.client, None, message(link.topics.of("hub-2").events, payload))
     if contract.problems("event", env) or raw is not None:
         assert state_of(link.store) == before
 

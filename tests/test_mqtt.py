@@ -169,7 +169,7 @@ def test_commands_round_trip_and_every_bad_input_is_refused(tmp_path, broker, cl
     # Every command the contract documents is valid under command.json; the bad ones are not.
     assert_valid("command", {"cmd": "ack", "id": "c-1", "alert": alert.id})
     assert_valid("command", {"cmd": "siren_test", "id": "x"})
-    from hubd.radio import contract
+    from hubd import contract
     assert contract.problems("command", {"cmd": "ack", "alert": alert.id})
     assert contract.problems("command", {"cmd": "press", "id": "p", "button": "gate"})
 

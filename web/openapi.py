@@ -1,14 +1,15 @@
 """The OpenAPI 3.1 document at ``/api/openapi.json``.
 
 Request bodies are derived from the command path's own JSON Schemas
-(``CommandProcessor.commands``), so the document cannot drift from what is enforced.
+(``CommandProcessor.commands``), so the document cannot drift from what is enforced; the
+Alert schema is the wire contract's (``hubd.contract``), the same as in MQTT events.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hubd import __version__
+from hubd import __version__, contract
 from hubd.commands import Command, CommandProcessor
 from hubd.web.api import ALERT_ACTIONS, SIREN_ACTIONS
 from hubd.web.queries import KINDS, STATES
@@ -152,12 +153,7 @@ def build(processor: CommandProcessor) -> dict[str, Any]:
                 "Me": {"type": "object", "required": ["user", "role", "csrf_token"], "properties": {
                     "user": {"type": "string"}, "role": {"enum": ["manager", "viewer"]},
                     "csrf_token": {"type": "string"}}},
-                "Alert": {"type": "object", "required": ["id", "hub", "kind", "state", "raised_at"],
-                          "properties": {"id": {"type": "string"}, "hub": {"type": "string"},
-                                         "kind": {"enum": KINDS}, "state": {"enum": STATES},
-                                         "level": {"type": "integer"}, "zone": {"type": "string"},
-                                         "source": {"type": "string"}, "raised_at": {"type": "number"},
-                                         "remote": {"type": "boolean"}}},
+                "Alert": contract.schema("alert"),
             },
         },
     }

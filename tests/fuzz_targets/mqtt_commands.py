@@ -13,10 +13,10 @@ from pathlib import Path
 import _common
 import paho.mqtt.client as mqtt
 
+from hubd import contract
 from hubd.commands import CommandProcessor
 from hubd.config import load_config
 from hubd.lifecycle import Hub
-from hubd.radio import contract
 from hubd.radio.mqtt import MqttLink
 from hubd.store import Store
 
@@ -55,7 +55,7 @@ def test_one_input(data: bytes) -> None:
     assert not contract.problems("reply", reply), reply
     assert reply["ok"] or reply["error"]["code"] != "internal", reply
     LINK.client._out_messages.clear()  # the link is never connected: do not let paho's queue grow
-    event = mqtt.MQTTMessage(topic=LINK.topics.of("hub-2", "events").encode())
+    event = mqtt.MQTTMessage(topic=LINK.topics.of("hub-2").events.encode())
     event.payload = data
     LINK._on_message(LINK.client, None, event)
 
