@@ -7,6 +7,7 @@ component and logged; the rest of the hub runs on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -46,7 +47,7 @@ class Hardware:
             component = f"siren:{sc.name}"
             try:
                 siren = Siren(sc, self.factory, timers=self.siren_timers, on_event=self._siren_event(sc.name),
-                              on_health=lambda status, reason, c=component: hub.set_health(c, status, reason))
+                              on_health=functools.partial(hub.set_health, component))
             except Exception as e:
                 log.exception("siren %s on pin %d cannot start", sc.name, sc.pin)
                 hub.set_health(component, "fault", f"cannot start on pin {sc.pin}: {e}")
