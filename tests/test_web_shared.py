@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -33,22 +34,29 @@ OPERATOR = ("olga", "operator password")
 WATCHER = ("walt", "watcher password")
 
 
+@dataclass
+class Entry:
+    password: str
+    role: str
+    epoch: int = 0
+
+
 class MemoryAccounts:
     """Accounts in a dict; ``end_sessions`` moves an account's epoch (a logout everywhere)."""
 
     def __init__(self) -> None:
-        self._accounts = {OPERATOR[0]: [OPERATOR[1], "operator", 0], WATCHER[0]: [WATCHER[1], "watcher", 0]}
+        self._accounts = {OPERATOR[0]: Entry(OPERATOR[1], "operator"), WATCHER[0]: Entry(WATCHER[1], "watcher")}
 
     def verify(self, name: str, password: str) -> str | None:
         found = self._accounts.get(name)
-        return str(found[1]) if found and secrets.compare_digest(str(found[0]), password) else None
+        return found.role if found and secrets.compare_digest(found.password, password) else None
 
     def account(self, name: str) -> Account | None:
         found = self._accounts.get(name)
-        return Account(role=str(found[1]), epoch=str(found[2])) if found else None
+        return Account(role=found.role, epoch=str(found.epoch)) if found else None
 
     def end_sessions(self, name: str) -> None:
-        self._accounts[name][2] = int(self._accounts[name][2]) + 1
+        self._accounts[name].epoch += 1
 
 
 class MemoryBacklog:
@@ -227,7 +235,8 @@ def _events(resp: requests.Response, n: int) -> list[tuple[str, dict[str, Any]]]
     """The next ``n`` events of an SSE response (comments skipped)."""
     got: list[tuple[str, dict[str, Any]]] = []
     fields: dict[str, str] = {}
-    for line in resp.iter_lines(chunk_size=1, decode_unicode=True):
+    for raw in resp.iter_lines(chunk_size=1, decode_unicode=True):
+        line = str(raw)
         if line == "":
             if "data" in fields:
                 got.append((fields["id"], json.loads(fields["data"])))
