@@ -45,7 +45,8 @@ class MemoryAccounts:
     """Accounts in a dict; ``end_sessions`` moves an account's epoch (a logout everywhere)."""
 
     def __init__(self) -> None:
-        self._accounts = {OPERATOR[0]: Entry(OPERATOR[1], "operator"), WATCHER[0]: Entry(WATCHER[1], "watcher")}
+        self._accounts = {OPERATOR[0]: Entry(OPERATOR[1], "operator"),
+                          WATCHER[0]: Entry(WATCHER[1], "watcher")}
 
     def verify(self, name: str, password: str) -> str | None:
         found = self._accounts.get(name)
