@@ -33,7 +33,7 @@ from hubd.config import parse_config  # noqa: E402
 from hubd.lifecycle import Hub  # noqa: E402
 from hubd.store import Store  # noqa: E402
 from hubd.users import Users  # noqa: E402
-from hubd.web.app import create_app  # noqa: E402
+from hubd.web.page.app import create_app  # noqa: E402
 from hubd.web.server import WebServer  # noqa: E402
 
 CLIENTS = 20

@@ -204,7 +204,7 @@ class Daemon:
     def _start_web(self) -> None:
         if not self.config.web.enabled:
             return
-        from hubd.web.app import create_app
+        from hubd.web.page.app import create_app
         from hubd.web.server import WebServer
 
         app = create_app(self.hub, self.processor, secret_key=self._secret_key())

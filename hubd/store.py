@@ -470,3 +470,9 @@ class Store:
     # --- accounts (users) and the web page --------------------------------------------------
 
     # --- metrics ----------------------------------------------------------------------------
+
+    def last_button_activity(self) -> dict[str, float]:
+        """When each button last raised or re-pressed an alert: button name -> epoch seconds."""
+        rows = self.query("SELECT actor, max(time) AS t FROM events WHERE actor LIKE 'button:%' "
+                          "GROUP BY actor")
+        return {r["actor"].split(":", 1)[1]: r["t"] for r in rows}

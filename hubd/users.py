@@ -6,6 +6,7 @@ no default password.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from typing import Literal
@@ -61,13 +62,25 @@ class Users:
         rows = self.store.query("SELECT role FROM users WHERE name = ?", (name,))
         return rows[0]["role"] if rows else None
 
+    def _credentials(self, name: str) -> dict[str, str] | None:
+        rows = self.store.query("SELECT role, password_hash FROM users WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
     def verify(self, name: str, password: str) -> str | None:
         """The user's role if the password is right, else None."""
-        rows = self.store.query("SELECT role, password_hash FROM users WHERE name = ?", (name,))
-        if not rows:
+        found = self._credentials(name)
+        if found is None:
             check_password_hash(generate_password_hash("x"), password)  # same time either way
             return None
-        return rows[0]["role"] if check_password_hash(rows[0]["password_hash"], password) else None
+        return found["role"] if check_password_hash(found["password_hash"], password) else None
+
+    def session_epoch(self, name: str) -> tuple[str, str] | None:
+        """(role, session epoch) of a user, or None if there is none.  The epoch is a
+        fingerprint of the password hash: a new password ends the user's page sessions."""
+        found = self._credentials(name)
+        if found is None:
+            return None
+        return found["role"], hashlib.sha256(found["password_hash"].encode()).hexdigest()[:16]
 
     def list(self) -> list[dict[str, object]]:
         return self.store.query("SELECT name, role, created_at FROM users ORDER BY name")

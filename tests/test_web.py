@@ -16,7 +16,7 @@ from test_web_helpers import JPEG, MANAGER, VIEWER, WebHub, form_token, login, m
 from hubd.config import hide_secrets
 from hubd.model import Alert, AlertKind
 from hubd.users import Users
-from hubd.web.auth import PUBLIC
+from hubd.web.page.app import POLICY
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_every_route_needs_a_login(wh: WebHub) -> None:
     c = wh.app.test_client()
     checked = 0
     for endpoint, method, url in _rules(wh.app):
-        if endpoint in PUBLIC:
+        if endpoint in POLICY.public:
             continue
         r = c.open(url, method=method, json={} if method == "POST" else None)
         checked += 1
@@ -57,7 +57,7 @@ def test_every_route_needs_a_login(wh: WebHub) -> None:
 
 
 def test_public_endpoints_are_only_login_static_and_the_api_document(wh: WebHub) -> None:
-    assert {"auth.login", "auth.login_post", "auth.api_login", "static", "api.openapi"} == PUBLIC
+    assert {"auth.login", "auth.login_post", "auth.api_login", "static", "api.openapi"} == POLICY.public
     c = wh.app.test_client()
     assert c.get("/login").status_code == 200
     assert c.get("/static/style.css").status_code == 200

@@ -25,7 +25,7 @@ from hubd.config import load_config
 from hubd.lifecycle import Hub
 from hubd.store import Store
 from hubd.users import Users
-from hubd.web.app import create_app
+from hubd.web.page.app import create_app
 from hubd.web.server import WebServer
 
 MANAGER = ("alice", "correct horse battery")

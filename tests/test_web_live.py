@@ -17,6 +17,7 @@ from support import wait_for
 from test_web_helpers import MANAGER, VIEWER, Served, WebHub, make_web_hub, running_web_hub, served_web_hub
 
 from hubd.web.live import QUEUE_SIZE, LiveHub
+from hubd.web.page.backlog import StoreBacklog, live_feed
 
 
 @pytest.fixture
@@ -167,8 +168,8 @@ def test_stopping_the_server_ends_open_streams(tmp_path: Path) -> None:
 
 
 def test_a_stalled_stream_catches_up_from_the_store(wh: WebHub) -> None:
-    live = LiveHub(wh.store, max_streams=2, heartbeat=5, max_age=60)
-    wh.hub.subscribe(live.publish)
+    live = LiveHub(StoreBacklog(wh.store), max_streams=2, heartbeat=5, max_age=60)
+    wh.hub.subscribe(live_feed(live))
     s = live.open()
     assert s is not None
     body = live.run(s, None)
@@ -188,7 +189,7 @@ def test_a_stalled_stream_catches_up_from_the_store(wh: WebHub) -> None:
 def test_a_stream_refused_before_its_first_byte_frees_its_slot(wh: WebHub) -> None:
     from hubd.web.live import StreamBody
 
-    live = LiveHub(wh.store, max_streams=1, heartbeat=5, max_age=60)
+    live = LiveHub(StoreBacklog(wh.store), max_streams=1, heartbeat=5, max_age=60)
     s = live.open()
     assert live.open() is None
     StreamBody(live, s, None).close()  # the client went away before waitress iterated

@@ -1,18 +1,17 @@
-"""Logins, sessions, roles and CSRF tokens for the page and the API.
+"""Logins, sessions, roles and CSRF tokens, for any app built on ``hubd.web``.
 
-Default deny: every endpoint needs a logged-in user unless it is listed in
-``PUBLIC``; every state-changing request (POST and friends) needs a CSRF token and
-a manager, unless listed in ``ANY_ROLE_UNSAFE`` (logging out; the generic command
-endpoint checks the role per command).  The session cookie is signed, HttpOnly and
-SameSite=Strict; it names the user and a fingerprint of the password hash, and the
-user's role is read from the store on every request, so ``hubd user remove`` or
-``hubd user passwd`` ends a session at once.  HTTP Basic credentials are accepted on
-safe methods only (``/metrics`` scrapers, scripts), never for changes.
+Default deny (see ``Policy``): every endpoint needs a logged-in user unless the policy
+makes it public; every state-changing request (POST and friends) needs a CSRF token and
+a role that may change state, unless the policy lets any role call it.  The session
+cookie is signed, HttpOnly and SameSite=Strict; it names the user and the account's
+session epoch, and the role and epoch are read from the app's ``Accounts`` on every
+request, so removing a user, or anything that moves the epoch (the hub: a new password),
+ends their sessions at once.  HTTP Basic credentials are accepted on safe methods only
+(``/metrics`` scrapers, scripts), never for changes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import secrets
@@ -21,38 +20,59 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, g, redirect, render_template, request, session, url_for
 
-from hubd.config import WebConfig
-from hubd.store import Store
-from hubd.users import Users
+from hubd.web.body import json_body
 from hubd.web.errors import ApiError
+from hubd.web.policy import Policy
 
 log = logging.getLogger("hubd.web.auth")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC = frozenset({"auth.login", "auth.login_post", "auth.api_login", "static", "api.openapi"})
-ANY_ROLE_UNSAFE = frozenset({"auth.logout", "auth.api_logout", "api.command"})
 CSRF_HEADER = "X-CSRF-Token"
 
 bp = Blueprint("auth", __name__)
 
 
 @dataclass(frozen=True)
+class Account:
+    """What a session needs to know of an account on every request."""
+
+    role: str
+    #: Opaque; a session stays valid while its account's epoch is the one it started with.
+    epoch: str
+
+
+class Accounts(Protocol):
+    """The app's user accounts, as the login and the sessions see them."""
+
+    def verify(self, name: str, password: str) -> str | None:
+        """The account's role if the password is right, else None (taking as long either way)."""
+        ...
+
+    def account(self, name: str) -> Account | None:
+        """The account's role and session epoch, or None if there is no such account."""
+        ...
+
+
+@dataclass(frozen=True)
 class User:
+    """The user of the current request."""
+
     name: str
     role: str
 
-    @property
-    def actor(self) -> str:
-        return f"web:{self.name}"
 
-    @property
-    def is_manager(self) -> bool:
-        return self.role == "manager"
+@dataclass(frozen=True)
+class LoginSettings:
+    session_hours: float = 12.0
+    #: Failed logins per address within ``lockout`` seconds before logins from it are refused
+    #: (per user name: four times as many).
+    max_failures: int = 5
+    lockout: float = 300.0
 
 
 class Throttle:
@@ -104,18 +124,18 @@ class Throttle:
 
 
 class Auth:
-    """The app's view of the accounts in the store."""
+    """Logins and sessions over the app's accounts, by the app's policy."""
 
-    def __init__(self, store: Store, web: WebConfig):
-        self.store = store
-        self.users = Users(store)
-        self.web = web
-        self.throttle = Throttle(web.login_lockout)
+    def __init__(self, accounts: Accounts, policy: Policy, settings: LoginSettings):
+        self.accounts = accounts
+        self.policy = policy
+        self.settings = settings
+        self.throttle = Throttle(settings.lockout)
 
     def _limits(self, name: str, addr: str) -> dict[str, int]:
         # Per address the configured limit; per name a looser one, so that one stranger on
         # the LAN cannot lock a manager out at 2 a.m. (the CLI always works anyway).
-        n = self.web.login_max_failures
+        n = self.settings.max_failures
         return {f"addr:{addr}": n, f"name:{name.lower()}": 4 * n}
 
     def check_password(self, name: str, password: str, addr: str) -> User:
@@ -126,7 +146,7 @@ class Auth:
             log.warning("login for %r from %s refused: too many failures", name, addr)
             raise ApiError("throttled", f"too many failed logins; try again in {int(wait) + 1} s",
                            headers={"Retry-After": str(int(wait) + 1)})
-        role = self.users.verify(name, password) if name and password else None
+        role = self.accounts.verify(name, password) if name and password else None
         if role is None:
             self.throttle.failed(list(limits))
             log.warning("failed login for %r from %s", name, addr)
@@ -135,21 +155,14 @@ class Auth:
         log.info("login %s (%s) from %s", name, role, addr)
         return User(name, role)
 
-    def fingerprint(self, name: str) -> tuple[str, str] | None:
-        """(role, fingerprint of the password hash) of a user, or None if there is none."""
-        rows = self.store.query("SELECT role, password_hash FROM users WHERE name = ?", (name,))
-        if not rows:
-            return None
-        fp = hashlib.sha256(rows[0]["password_hash"].encode()).hexdigest()[:16]
-        return rows[0]["role"], fp
-
     def start_session(self, user: User) -> str:
-        found = self.fingerprint(user.name)
-        assert found is not None
+        account = self.accounts.account(user.name)
+        if account is None:  # removed between the password check and now
+            raise ApiError("unauthenticated", "wrong user name or password")
         session.clear()
         session.permanent = True
         session["user"] = user.name
-        session["pw"] = found[1]
+        session["epoch"] = account.epoch
         session["t"] = time.time()
         session["csrf"] = secrets.token_urlsafe(32)
         return session["csrf"]
@@ -158,12 +171,13 @@ class Auth:
         name = session.get("user")
         if not isinstance(name, str):
             return None
-        found = self.fingerprint(name)
-        too_old = time.time() - float(session.get("t", 0)) > self.web.session_hours * 3600
-        if found is None or not hmac.compare_digest(found[1], str(session.get("pw", ""))) or too_old:
+        account = self.accounts.account(name)
+        too_old = time.time() - float(session.get("t", 0)) > self.settings.session_hours * 3600
+        if account is None or not hmac.compare_digest(account.epoch, str(session.get("epoch", ""))) \
+                or too_old:
             session.clear()
             return None
-        return User(name, found[0])
+        return User(name, account.role)
 
     def basic_user(self) -> User | None:
         a = request.authorization
@@ -178,6 +192,19 @@ def auth() -> Auth:
 
 def current_user() -> User | None:
     return g.get("user")
+
+
+def may_change() -> bool:
+    """Whether the current user's role may change state."""
+    user = current_user()
+    return user is not None and auth().policy.may_change(user.role)
+
+
+def require_change(user: User) -> None:
+    """ApiError 403 unless this user's role may change state (for endpoints the policy lets
+    any role call, that decide per request)."""
+    if not auth().policy.may_change(user.role):
+        raise ApiError("forbidden", auth().policy.change_refused(user.name, user.role))
 
 
 def csrf_token() -> str:
@@ -211,40 +238,44 @@ def _check_csrf() -> None:
 def _enforce() -> Any:
     """before_request: who is asking, and may they?"""
     g.user = None
+    a = auth()
     endpoint = request.endpoint or ""
     unsafe = request.method not in SAFE_METHODS
-    user = auth().session_user()
+    user = a.session_user()
     if user is None and not unsafe and request.authorization is not None:
-        user = auth().basic_user()
+        user = a.basic_user()
     g.user = user
-    if endpoint in PUBLIC or not endpoint:
+    if endpoint in a.policy.public or not endpoint:
         return None  # unknown URLs fall through to a clear 404
     if user is None:
-        if not unsafe and not request.path.startswith("/api/") and request.path != "/metrics":
+        if not unsafe and not a.policy.is_api(request.path):
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        challenge = {"WWW-Authenticate": f'Basic realm="{a.policy.realm}"'}
         raise ApiError("unauthenticated", "log in first (POST /api/login, or the page's login form)",
-                       headers={"WWW-Authenticate": 'Basic realm="hubd"'} if not unsafe else None)
+                       headers=None if unsafe else challenge)
     if unsafe:
         _check_csrf()
-        if endpoint not in ANY_ROLE_UNSAFE and not user.is_manager:
-            raise ApiError("forbidden", f"user {user.name} is a {user.role}: only managers can change state")
+        if endpoint not in a.policy.any_role_unsafe:
+            require_change(user)
     return None
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
+    """Where to go after a login or a form: ``target`` if it is a path on this site, else home."""
+    home = url_for(auth().policy.home)
     if not target:
-        return url_for("views.dashboard")
+        return home
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return url_for("views.dashboard")
+        return home
     return target
 
 
 @bp.get("/login")
 def login() -> Any:
     if current_user() is not None:
-        return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", next=request.args.get("next", ""), error=None)
+        return redirect(safe_next(request.args.get("next")))
+    return render_template(auth().policy.login_template, next=request.args.get("next", ""), error=None)
 
 
 @bp.post("/login")
@@ -255,14 +286,14 @@ def login_post() -> Any:
     try:
         _check_csrf()
         user = auth().check_password(name, password, request.remote_addr or "?")
+        auth().start_session(user)
     except ApiError as e:
-        resp = current_app.make_response((render_template("login.html", next=nxt, error=e.message,
-                                                          username=name), e.status))
+        resp = current_app.make_response((render_template(auth().policy.login_template, next=nxt,
+                                                          error=e.message, username=name), e.status))
         for k, v in e.headers.items():
             resp.headers[k] = v
         return resp
-    auth().start_session(user)
-    return redirect(_safe_next(nxt), code=303)
+    return redirect(safe_next(nxt), code=303)
 
 
 @bp.post("/logout")
@@ -273,8 +304,6 @@ def logout() -> Any:
 
 @bp.post("/api/login")
 def api_login() -> Any:
-    from hubd.web.api import json_body
-
     _check_origin()
     body = json_body()
     name, password = body.get("user"), body.get("password")
@@ -298,10 +327,9 @@ def me() -> Any:
     return {"user": user.name, "role": user.role, "csrf_token": csrf_token()}
 
 
-def init_app(app: Flask, store: Store, web: WebConfig) -> None:
-    app.extensions["hubd.auth"] = Auth(store, web)
+def init_app(app: Flask, accounts: Accounts, policy: Policy, settings: LoginSettings) -> None:
+    app.extensions["hubd.auth"] = Auth(accounts, policy, settings)
     app.before_request(_enforce)
     app.register_blueprint(bp)
-    app.jinja_env.globals["csrf_token"] = csrf_token
-    app.jinja_env.globals["current_user"] = current_user
+    app.jinja_env.globals.update(csrf_token=csrf_token, current_user=current_user, may_change=may_change)
 

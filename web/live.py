@@ -1,10 +1,12 @@
-"""Server-Sent Events: every committed event pushed to the open pages.
+"""Server-Sent Events: every message an app publishes, pushed to the open pages.
 
-The hub calls ``publish`` in the committing thread, so it only drops the event into
-each stream's bounded queue and returns.  A stream whose queue overflows (a stalled
-client) is not fed further; it catches up from the store by sequence number instead,
-so nothing is lost.  Each event's SSE id is its store ``seq``: a browser that
-reconnects sends ``Last-Event-ID`` and gets what it missed from the store.  A
+A message is a JSON object with an integer ``seq``, increasing; the app's ``Backlog``
+gives the messages after a ``seq`` (the hub: its event log).  The app calls ``publish``
+in the thread that made the message (the hub: the committing thread), so it only drops
+the message into each stream's bounded queue and returns.  A stream whose queue
+overflows (a stalled client) is not fed further; it catches up from the backlog by
+``seq`` instead, so nothing is lost.  Each message's SSE id is its ``seq``: a browser
+that reconnects sends ``Last-Event-ID`` and gets what it missed from the backlog.  A
 heartbeat comment keeps proxies and dead-client detection going; the number of open
 streams is capped because each holds one waitress worker thread.
 """
@@ -16,30 +18,40 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, Protocol
 
-from hubd.model import Event
-from hubd.store import Store
+from flask import Response, request
+
+from hubd.web.errors import ApiError
 
 log = logging.getLogger("hubd.web.live")
 
-#: Events a stream may fall behind before it switches to catching up from the store.
+#: Messages a stream may fall behind before it switches to catching up from the backlog.
 QUEUE_SIZE = 256
-#: Events sent from the store on one resume (older ones: reload the page).
+#: Messages sent from the backlog on one resume (older ones: reload the page).
 RESUME_LIMIT = 1000
+#: The app's extension key of its ``LiveHub`` (the server ends its streams on stop).
+EXTENSION = "hubd.live"
 _CLOSE = object()
 
-
-def event_message(row_or_event: dict[str, Any]) -> dict[str, Any]:
-    """The JSON sent for one event (from a store row or a published envelope)."""
-    env = row_or_event["envelope"]
-    return {"seq": row_or_event["seq"], "id": env.get("id"), "type": env.get("type"),
-            "time": env.get("time"), "hub": env.get("hub"), "actor": env.get("actor"),
-            "alert": env.get("alert"), "data": env.get("data") or {}}
+#: One message: a JSON object with an integer ``seq``.
+Message = dict[str, Any]
 
 
-def format_sse(msg: dict[str, Any]) -> str:
+class Backlog(Protocol):
+    """The messages already published, by ``seq``."""
+
+    def latest_seq(self) -> int:
+        """The newest message's ``seq`` (0 when there is none)."""
+        ...
+
+    def after(self, seq: int, limit: int) -> list[Message]:
+        """At most ``limit`` messages with a ``seq`` above this one, oldest first."""
+        ...
+
+
+def format_sse(msg: Message) -> str:
     return f"id: {msg['seq']}\ndata: {json.dumps(msg, separators=(',', ':'))}\n\n"
 
 
@@ -50,10 +62,10 @@ class Stream:
 
 
 class LiveHub:
-    """Fans committed events out to the open SSE streams."""
+    """Fans published messages out to the open SSE streams."""
 
-    def __init__(self, store: Store, *, max_streams: int, heartbeat: float, max_age: float):
-        self.store = store
+    def __init__(self, backlog: Backlog, *, max_streams: int, heartbeat: float, max_age: float):
+        self.backlog = backlog
         self.max_streams = max_streams
         self.heartbeat = heartbeat
         self.max_age = max_age
@@ -66,9 +78,8 @@ class LiveHub:
     def open_streams(self) -> int:
         return len(self._streams)
 
-    def publish(self, event: Event, envelope: dict[str, Any]) -> None:
-        """Hub listener: never blocks the committing thread."""
-        msg = {"seq": event.seq, "envelope": envelope}
+    def publish(self, msg: Message) -> None:
+        """Never blocks the publishing thread."""
         with self._lock:
             streams = list(self._streams)
         for s in streams:
@@ -104,24 +115,20 @@ class LiveHub:
             except queue.Full:
                 s.overflowed = True
 
-    def _backlog(self, after: int) -> list[dict[str, Any]]:
-        return [event_message(r) for r in self.store.events(after_seq=after, limit=RESUME_LIMIT)]
-
-    def run(self, s: Stream, last_seq: int | None) -> Iterator[str]:
+    def run(self, s: Stream, last_seq: int | None) -> Generator[str, None, None]:
         """The body of one SSE response; releases its slot however it ends."""
         resume = last_seq is not None
         if last_seq is None:
             # Read now, not at the first step: the stream's queue already gets everything
-            # committed after this point, so nothing falls between the two.
-            latest = self.store.events(limit=1, newest_first=True)
-            last_seq = latest[0]["seq"] if latest else 0
+            # published after this point, so nothing falls between the two.
+            last_seq = self.backlog.latest_seq()
         return self._body(s, last_seq, resume)
 
-    def _body(self, s: Stream, last_seq: int, resume: bool) -> Iterator[str]:
+    def _body(self, s: Stream, last_seq: int, resume: bool) -> Generator[str, None, None]:
         try:
             yield f"retry: 3000\n: hubd live, heartbeat every {self.heartbeat:g} s\n\n"
             if resume:
-                for msg in self._backlog(last_seq):
+                for msg in self.backlog.after(last_seq, RESUME_LIMIT):
                     last_seq = msg["seq"]
                     yield format_sse(msg)
             deadline = time.monotonic() + self.max_age
@@ -130,7 +137,7 @@ class LiveHub:
                     s.overflowed = False
                     while not s.queue.empty():
                         s.queue.get_nowait()
-                    for msg in self._backlog(last_seq):
+                    for msg in self.backlog.after(last_seq, RESUME_LIMIT):
                         last_seq = msg["seq"]
                         yield format_sse(msg)
                     continue
@@ -142,9 +149,9 @@ class LiveHub:
                 if item is _CLOSE:
                     return
                 if item["seq"] <= last_seq:
-                    continue  # already sent from the store while resuming
+                    continue  # already sent from the backlog while resuming
                 last_seq = item["seq"]
-                yield format_sse(event_message(item))
+                yield format_sse(item)
         finally:
             self.release(s)
 
@@ -164,3 +171,26 @@ class StreamBody:
     def close(self) -> None:
         self._gen.close()
         self._live.release(self._stream)
+
+
+def sse_response(live: LiveHub) -> Response:
+    """The live stream for this request, resumed after its ``Last-Event-ID`` header or
+    ``after`` query parameter; ApiError 400 for a bad one, 503 when every slot is taken."""
+    last = request.headers.get("Last-Event-ID") or request.args.get("after")
+    last_seq = None
+    if last:
+        try:
+            last_seq = int(last)
+        except ValueError:
+            raise ApiError("bad_request", f"Last-Event-ID/after {last!r} is not an event sequence number") \
+                from None
+        if last_seq < 0:
+            raise ApiError("bad_request", "Last-Event-ID/after must not be negative")
+    s = live.open()
+    if s is None:
+        raise ApiError("unavailable", f"too many live streams open ({live.max_streams}); "
+                                      "the page still works by reloading", headers={"Retry-After": "30"})
+    resp = Response(StreamBody(live, s, last_seq), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp

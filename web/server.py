@@ -1,4 +1,4 @@
-"""Serving the Flask app with waitress inside the daemon."""
+"""Serving a Flask app with waitress inside the daemon."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import warnings
 
 from flask import Flask
 from waitress.server import create_server
+
+from hubd.web import live as live_streams
 
 log = logging.getLogger("hubd.web")
 
@@ -43,7 +45,7 @@ class WebServer:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
-        live = self.app.extensions.get("hubd.live")
+        live = self.app.extensions.get(live_streams.EXTENSION)
         if live is not None:
             live.close()  # ends open streams so their worker threads return
             deadline = time.monotonic() + 2.0

@@ -10,13 +10,13 @@ import json
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request
+from flask import Blueprint, flash, redirect, render_template, request
 
 from hubd.model import Outcome
-from hubd.web import queries
-from hubd.web.api import ALERT_ACTIONS, SIREN_ACTIONS, alert_detail, hub, run
-from hubd.web.auth import _safe_next
+from hubd.web.auth import safe_next
 from hubd.web.errors import ApiError
+from hubd.web.page import queries
+from hubd.web.page.api import ALERT_ACTIONS, SIREN_ACTIONS, alert_detail, hub, live, run
 
 bp = Blueprint("views", __name__)
 
@@ -24,8 +24,7 @@ DONE = {"ack": "acknowledged", "resolve": "resolved", "cancel": "cancelled", "si
 
 
 def _latest_seq() -> int:
-    rows = hub().store.events(limit=1, newest_first=True)
-    return rows[0]["seq"] if rows else 0
+    return live().backlog.latest_seq()
 
 
 def dashboard_context() -> dict[str, Any]:
@@ -98,7 +97,7 @@ def _form_command(command: dict[str, Any], done: str) -> Any:
     """Run a form's command; on success back to the page, on refusal an error page with its status."""
     run(command)
     flash(done)
-    return redirect(_safe_next(request.form.get("next")), code=303)
+    return redirect(safe_next(request.form.get("next")), code=303)
 
 
 @bp.post("/alerts/<alert_id>/<action>")
@@ -161,6 +160,3 @@ def init_app(app: Any) -> None:
     @app.template_filter("tojson_compact")
     def tojson_compact(v: Any) -> str:
         return json.dumps(v, separators=(", ", ": "), default=str, sort_keys=True)
-
-    app.jinja_env.globals["hub_name"] = lambda: (current_app.extensions["hubd.hub"].config.hub.name
-                                                 or current_app.extensions["hubd.hub"].hub_id)

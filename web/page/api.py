@@ -1,12 +1,11 @@
 """The JSON API under ``/api``: the same command path as the CLI and MQTT.
 
 Every change goes through ``CommandProcessor.execute`` with the user as actor; its
-error codes become HTTP statuses (``errors.STATUS_OF_CODE``).
+error codes become HTTP statuses (``COMMAND_STATUS``, else ``errors.STATUS_OF_CODE``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,27 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from hubd.commands import CommandProcessor
 from hubd.config import redacted
 from hubd.lifecycle import Hub
-from hubd.web import queries
-from hubd.web.auth import current_user
+from hubd.web import auth
+from hubd.web import live as live_streams
+from hubd.web.auth import User, current_user
+from hubd.web.body import json_body
 from hubd.web.errors import ApiError
-from hubd.web.live import LiveHub, StreamBody
+from hubd.web.live import LiveHub, sse_response
+from hubd.web.page import queries
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 #: Actions on one alert: URL verb -> command name.
 ALERT_ACTIONS = {"ack": "ack", "resolve": "resolve", "cancel": "cancel", "silence": "silence"}
 SIREN_ACTIONS = {"test": "siren_test", "silence": "silence"}
+
+#: HTTP status of the command path's own error codes (the shared ones: ``errors.STATUS_OF_CODE``).
+COMMAND_STATUS = {
+    "unknown_command": 400,
+    "illegal_transition": 409,
+    "cancel_window_passed": 409,
+    "remote_alert": 409,
+}
 
 
 def hub() -> Hub:
@@ -36,36 +46,22 @@ def processor() -> CommandProcessor:
 
 
 def live() -> LiveHub:
-    return current_app.extensions["hubd.live"]
+    return current_app.extensions[live_streams.EXTENSION]
 
 
-def json_body(*, allow_empty: bool = True) -> dict[str, Any]:
-    """The request's JSON object, or ApiError saying what is wrong with it."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        if allow_empty:
-            return {}
-        raise ApiError("bad_request", "empty body: expected a JSON object")
-    if request.mimetype != "application/json":
-        raise ApiError("unsupported_media_type",
-                       f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}")
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise ApiError("bad_request", f"body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ApiError("bad_request", f"body must be a JSON object, got {type(body).__name__}")
-    return body
+def actor(user: User) -> str:
+    """The event log's name for what a user does on the page."""
+    return f"web:{user.name}"
 
 
 def run(command: dict[str, Any]) -> Any:
     """Execute a command as the current user; the result, or ApiError with the right status."""
     user = current_user()
     assert user is not None
-    reply = processor().execute(command, actor=user.actor)
+    reply = processor().execute(command, actor=actor(user))
     if not reply["ok"]:
         err = reply["error"]
-        raise ApiError(err["code"], err["message"])
+        raise ApiError(err["code"], err["message"], status=COMMAND_STATUS.get(err["code"]))
     return reply["result"]
 
 
@@ -155,11 +151,12 @@ def events_csv() -> Any:
 def command() -> Any:
     """Any command of the command path; viewers may run only those that change nothing."""
     body = json_body(allow_empty=False)
-    cmd = processor().commands.get(body.get("cmd")) if isinstance(body.get("cmd"), str) else None
+    name = body.get("cmd")
+    cmd = processor().commands.get(name) if isinstance(name, str) else None
     user = current_user()
     assert user is not None
-    if cmd is not None and cmd.changes_state and not user.is_manager:
-        raise ApiError("forbidden", f"user {user.name} is a {user.role}: only managers can change state")
+    if cmd is not None and cmd.changes_state:
+        auth.require_change(user)
     return jsonify(run(body))
 
 
@@ -170,28 +167,11 @@ def config() -> Any:
 
 @bp.get("/stream")
 def stream() -> Any:
-    last = request.headers.get("Last-Event-ID") or request.args.get("after")
-    last_seq = None
-    if last:
-        try:
-            last_seq = int(last)
-        except ValueError:
-            raise ApiError("bad_request", f"Last-Event-ID/after {last!r} is not an event sequence number") \
-                from None
-        if last_seq < 0:
-            raise ApiError("bad_request", "Last-Event-ID/after must not be negative")
-    s = live().open()
-    if s is None:
-        raise ApiError("unavailable", f"too many live streams open ({live().max_streams}); "
-                                      "the page still works by reloading", headers={"Retry-After": "30"})
-    resp = Response(StreamBody(live(), s, last_seq), mimetype="text/event-stream")
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Accel-Buffering"] = "no"
-    return resp
+    return sse_response(live())
 
 
 @bp.get("/openapi.json")
 def openapi() -> Any:
-    from hubd.web.openapi import build
+    from hubd.web.page.openapi import build
 
-    return jsonify(build(processor()))
+    return jsonify(build(processor(), auth.auth().policy))

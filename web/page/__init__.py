@@ -1,0 +1,1 @@
+"""The hub managers' status page and JSON API (``hubd.web.page``), built on ``hubd.web``."""
