@@ -32,3 +32,9 @@ def test_the_contract_package_may_import_no_other_part() -> None:
     core = set(_contracts()["core"]["source_modules"])
     assert core <= forbidden
     assert {"hubd.sensors", "hubd.radio", "hubd.web"} <= forbidden
+
+
+def test_every_shared_web_module_is_held_to_the_web_contract() -> None:
+    listed = set(_contracts()["web"]["source_modules"])
+    modules = {f"hubd.web.{p.stem}" for p in (ROOT / "web").glob("*.py") if p.stem != "__init__"}
+    assert modules == listed, "list every module of web/ (not web/page/) in the 'web' contract"
