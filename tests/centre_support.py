@@ -94,3 +94,86 @@ def status(hub: str, *, ward: str = "ward-7", time: float = 1_763_712_000.0,
         return contract.offline_payload(ward, hub, "connection lost")
     return contract.status_payload(hub=hub, ward=ward, time=time, name=f"Hub {hub}", version="0.1.0",
                                    uptime=10.0, clock_synced=True, components={}, outbox={}, open_alerts=0)
+
+
+ROOT = "safercom/v1"
+
+
+def centre_config(tmp: Path, port: int, url: str, *, supervision: dict[str, Any] | None = None,
+                  web: dict[str, Any] | None = None, commands: dict[str, Any] | None = None,
+                  mqtt: dict[str, Any] | None = None) -> Any:
+    """A centre configuration for a test: its own state and runtime dirs, the test's broker."""
+    from hubd.centre.config import parse_config
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    return parse_config({
+        "centre": {"name": "Test centre", "state_dir": str(tmp / "state"), "runtime_dir": str(tmp / "run")},
+        "store": {"url": url},
+        "mqtt": {"port": port, "client_id": f"centre-{secrets.token_hex(3)}", **(mqtt or {})},
+        "supervision": supervision or {},
+        "commands": commands or {},
+        "web": {"enabled": False, "port": 0, **(web or {})},
+    })
+
+
+class FakeHubs:
+    """One paho client that publishes as any hub (as hubs and relays do) and records the
+    receipts and commands sent to every hub; ``answer`` makes it reply to commands."""
+
+    def __init__(self, port: int, *, answer: bool = False):
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.receipts: list[dict[str, Any]] = []
+        self.commands: list[tuple[str, dict[str, Any], Any]] = []
+        self.answer = answer
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hubs-{secrets.token_hex(4)}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.reconnect_delay_set(1, 1)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *a: c.subscribe([(f"{ROOT}/+/+/receipt", 1),
+                                                            (f"{ROOT}/+/+/cmd", 1)])
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, 30)
+        self.client.loop_start()
+        assert subscribed.wait(10), "fake hubs could not subscribe"
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        import json
+
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        payload = json.loads(msg.payload)
+        with self._lock:
+            if msg.topic.endswith("/receipt"):
+                self.receipts.append(payload)
+                return
+            self.commands.append((msg.topic, payload, msg.properties))
+        if self.answer:
+            hub = msg.topic.split("/")[-2]
+            result = {"ok": True, "result": {"done": payload["cmd"]}}
+            reply = contract.reply_payload(hub, payload["id"], result)
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = msg.properties.CorrelationData
+            client.publish(msg.properties.ResponseTopic, json.dumps(reply), qos=1, properties=props)
+
+    def publish(self, hub: str, leaf: str, payload: Any, *, ward: str = "ward-7", retain: bool = False,
+                qos: int = 1) -> None:
+        import json
+
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.client.publish(f"{ROOT}/{ward}/{hub}/{leaf}", raw, qos=qos, retain=retain).wait_for_publish(10)
+
+    def receipted(self) -> set[str]:
+        """Every event id some receipt named."""
+        with self._lock:
+            return {i for r in self.receipts for i in r["ids"]}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
