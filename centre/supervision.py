@@ -161,17 +161,19 @@ class Supervisor:
     # -- deciding ---------------------------------------------------------------------------
 
     def _wanted(self, w: _Watch, now: float) -> tuple[str | None, str]:
-        """The alarm this hub should have now, and why."""
+        """The alarm this hub should have now, and why. The grace after a start or a pause
+        only holds back new alarms: an open alarm closes when the hub is really heard."""
+        down = w.down_at is not None and now - w.down_at >= self.config.will_grace
+        heard = w.direct_at is not None and now - w.direct_at <= w.reporting and not down
         last_direct = max(w.direct_at if w.direct_at is not None else -1e18, self._grace_from, w.since)
-        direct_ok = now - last_direct <= w.reporting
-        if w.down_at is not None and now - w.down_at >= self.config.will_grace:
-            direct_ok = False
-        if direct_ok:
+        if heard or (w.alarm is None and now - last_direct <= w.reporting and not down):
             return None, ""
         relayed_ok = w.relayed_at is not None and now - w.relayed_at <= w.reporting
         if relayed_ok:
             return PATH_FAULT, (f"{w.hub} heard only through {w.relayed_by}: its own path is down "
                                 f"(not heard directly for {now - last_direct:.0f} s)")
+        if w.alarm is not None and now - max(self._grace_from, w.since) <= w.reporting:
+            return w.alarm[1], ""  # not heard since the start (or pause): still as it was
         if w.down_at is not None:
             return HUB_SILENT, (f"{w.hub} went offline (Last Will) {now - w.down_at:.0f} s ago "
                                 "and is not heard")
