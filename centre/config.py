@@ -247,7 +247,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path("."), path: Path |
     s.done()
 
     s = _Section("store", raw.get("store"), base)
-    url = s.text("url", "", r"(sqlite|postgresql|postgresql\+psycopg|postgres)://.*",
+    url = s.text("url", "", r"|(sqlite|postgresql|postgresql\+psycopg|postgres)://.*",
                 "a URL: sqlite:///<path> or postgresql://<user>@<host>/<database> (or empty)")
     store = StoreConfig(url=url, password_file=s.path("password_file", None))
     s.done()

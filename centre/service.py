@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,20 +162,6 @@ class Centre:
         notify("STOPPING=1")
 
 
-def secret_key(path: Path) -> bytes:
-    """The web session secret: made once (0600) and kept, so a restart keeps sessions."""
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex())
-    return key
-
-
 def notify(state: str) -> None:
     """sd_notify(3): one datagram to ``$NOTIFY_SOCKET`` (nothing outside systemd)."""
     addr = os.environ.get("NOTIFY_SOCKET")
@@ -203,6 +187,3 @@ def watchdog_interval() -> float | None:
     except ValueError:
         return None
 
-
-def uptime(centre: Centre) -> float:
-    return time.time() - centre.started_at

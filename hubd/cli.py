@@ -326,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=5.0, help="seconds per network check (default 5)")
     s.set_defaults(func=cmd_doctor)
 
+    sub.add_parser("centre", help="the E-telligence centre: hubd centre --help", add_help=False)
+
     s = sub.add_parser("user", parents=[common], help="page accounts: add, passwd, remove, list")
     s.add_argument("action", choices=["add", "passwd", "remove", "list"])
     s.add_argument("name", nargs="?")
@@ -336,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["centre"]:  # the centre has its own command line (centre/cli.py)
+        from hubd.centre.cli import main as centre_main
+
+        return centre_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "action", None) in ("add", "passwd", "remove") and not args.name:
