@@ -177,3 +177,125 @@ class FakeHubs:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+PG_BIN = Path(os.environ.get("HUBD_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PostgresServer:
+    """A PostgreSQL server of the test's own (initdb and pg_ctl on a free port, its own data
+    directory), which the test may stop and start; never the machine's shared service.
+    As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, port: int):
+        import pwd
+        import tempfile
+
+        if not (PG_BIN / "initdb").exists():
+            pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
+        self.port = port
+        self.dir = Path(tempfile.mkdtemp(prefix="centre-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        self._user: list[str] = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._user = ["runuser", "-u", "postgres", "--"]
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                  "-E", "UTF8", "--no-sync")
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _run(self, *cmd: str, timeout: float = 120) -> None:
+        import subprocess
+
+        r = subprocess.run([*self._user, *cmd], capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {r.stdout}{r.stderr}")
+
+    def start(self) -> PostgresServer:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.log), "-w",
+                  "-t", "60", "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """``mode`` immediate: as a crash (recovery from the WAL at the next start)."""
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def close(self) -> None:
+        import shutil
+
+        try:
+            self.stop("immediate")
+        except RuntimeError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CentreProcess:
+    """``hubd centre run`` as a subprocess that a test can ``kill -9`` and start again."""
+
+    def __init__(self, config: Path):
+        self.config = config
+        self.log = config.parent / "centre.log"
+        self.proc: Any = None
+
+    def start(self) -> CentreProcess:
+        import subprocess
+        import sys
+
+        self._logf = open(self.log, "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "hubd.cli", "centre", "run", "-c", str(self.config)]
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._logf.close()
+
+    def stop(self) -> None:
+        import signal
+
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except Exception:
+                self.proc.kill()
+        if hasattr(self, "_logf"):
+            self._logf.close()
+
+
+def write_centre_config(tmp: Path, *, port: int, url: str, client_id: str, report_every: float = 90,
+                        web: bool = False) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "centre.toml"
+    path.write_text(f"""\
+[centre]
+name = "Test centre"
+state_dir = "{tmp / 'state'}"
+runtime_dir = "{tmp / 'run'}"
+
+[store]
+url = "{url}"
+
+[mqtt]
+port = {port}
+client_id = "{client_id}"
+
+[supervision]
+report_every = {report_every}
+
+[web]
+enabled = {str(web).lower()}
+port = 0
+""")
+    return path
