@@ -99,7 +99,7 @@ class LinkState(enum.Enum):
     STOPPING = "stopping"  # stop(): the connection is closed (or never was); the threads end
 
 
-#: The states in which the broker holds our session open.
+#: Connected and not stopping.
 UP = (LinkState.RESUMING, LinkState.READY)
 
 
