@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hubd import __version__
-from hubd.clock import ClockWatch
+from hubd.clock import SYSTEM_CLOCK, ClockWatch
 from hubd.commands import Command, CommandProcessor
 from hubd.config import Config
 from hubd.control import ControlServer
@@ -191,11 +191,11 @@ class Daemon:
         if self.config.mqtt is not None:
             from hubd.radio.mqtt import MqttLink
 
-            links["mqtt"] = MqttLink(self.config, self.hub, self.processor)
+            links["mqtt"] = MqttLink(self.config, self.hub, self.processor, clock=SYSTEM_CLOCK)
         if self.config.mesh is not None:
             from hubd.radio.mesh import MeshLink
 
-            links["mesh"] = MeshLink(self.config, self.hub, self.processor)
+            links["mesh"] = MeshLink(self.config, self.hub, self.processor, clock=SYSTEM_CLOCK)
         for name, link in links.items():
             self.components[name] = link
             self.hub.add_status_provider(name, link.status)

@@ -162,7 +162,7 @@ def run_mesh_demo(args: argparse.Namespace) -> int:
     import time
 
     from hubd.control import ControlError, send_command
-    from hubd.radio.mesh_lab import write_key
+    from hubd.radio.frames import write_key
     from hubd.radio.meshsim import SimAir
 
     n = args.hubs

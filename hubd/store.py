@@ -465,7 +465,24 @@ class Store:
 
     # --- for the MQTT link ------------------------------------------------------------------
 
+    def outbox_attempts(self, outbox_id: int) -> int:
+        """How often a row has been tried (0 for a row that is gone)."""
+        rows = self.query("SELECT attempts FROM outbox WHERE id = ?", (outbox_id,))
+        return rows[0]["attempts"] if rows else 0
+
     # --- for the mesh link ------------------------------------------------------------------
+
+    def recent_alert_events(self, since: float, max_alerts: int,
+                            not_pending_for: str) -> list[tuple[int, str]]:
+        """``(seq, type)`` of the events of the ``max_alerts`` alerts updated most recently
+        at or after ``since``, in event order, leaving out those already waiting in the
+        ``not_pending_for`` outbox: what a neighbour that was away may have missed."""
+        rows = self.query(
+            "SELECT e.seq, e.type FROM events e WHERE e.alert_id IN (SELECT id FROM alerts WHERE "
+            "updated_at >= ? ORDER BY updated_at DESC LIMIT ?) AND NOT EXISTS (SELECT 1 FROM outbox o "
+            "WHERE o.event_seq = e.seq AND o.destination = ? AND o.delivered_at IS NULL) ORDER BY e.seq",
+            (since, max_alerts, not_pending_for))
+        return [(r["seq"], r["type"]) for r in rows]
 
     # --- accounts (users) and the web page --------------------------------------------------
 
