@@ -14,7 +14,7 @@ from hubd.config import Config, parse_config
 from hubd.lifecycle import Hub
 from hubd.sensors.buttons import PanicButton, tamper_input
 from hubd.sensors.sirens import Siren
-from hubd.sensors.timers import Timers
+from hubd.timers import Timers
 from hubd.store import Store
 
 
