@@ -265,7 +265,7 @@ class ShiftedClock:
 
 
 def local_hub(tmp: Path, *, cancel_window: float = 30, escalation: tuple[float, ...] = (60, 180, 600),
-              clock: Any = None, extra: dict | None = None):
+              clock: Any = None, extra: dict | None = None, hub_id: str = "h1"):
     """An in-process Hub on a real SQLite file (no hardware, timers not started); ``clock``
     is a ``hubd.clock.Clock`` for both (the system's by default)."""
     from hubd.clock import SYSTEM_CLOCK
@@ -273,7 +273,7 @@ def local_hub(tmp: Path, *, cancel_window: float = 30, escalation: tuple[float, 
     from hubd.lifecycle import Hub
     from hubd.store import Store
 
-    cfg = parse_config({"hub": {"ward": "w", "id": "h1", "state_dir": str(tmp)},
+    cfg = parse_config({"hub": {"ward": "w", "id": hub_id, "state_dir": str(tmp)},
                         "protocol": {"cancel_window": cancel_window, "escalation": list(escalation)},
                         **(extra or {})}, check_files=False)
     clock = clock or SYSTEM_CLOCK

@@ -158,8 +158,7 @@ def test_events_get_one_outbox_row_per_destination(tmp_path: Path) -> None:
 
 def test_remote_events_are_deduplicated_and_never_roll_back(tmp_path: Path) -> None:
     hub, store = local_hub(tmp_path)
-    other, other_store = local_hub(tmp_path / "other")
-    other.hub_id = "h2"
+    other, other_store = local_hub(tmp_path / "other", hub_id="h2")
     a = other.raise_alert("gate", "panic")
     raised = other_store.events(alert_id=a.id)[0]["envelope"]
     other.acknowledge(a.id, "x")
