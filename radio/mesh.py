@@ -39,7 +39,8 @@ from typing import Any
 
 from hubd.commands import CommandProcessor
 from hubd.config import Config
-from hubd.lifecycle import MESH_EVENT_TYPES, PRIORITY_ALERT, Hub
+from hubd.eventlog import MESH_EVENT_TYPES, PRIORITY_ALERT
+from hubd.lifecycle import Hub
 from hubd.model import Event
 from hubd.radio import frames
 from hubd.radio.frames import EVENT_TYPE, FRAME_TYPE, STATE, Frame, FrameError, FrameType
