@@ -125,6 +125,17 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def read_schema_version(path: Path, *, timeout: float = 5.0) -> int:
+    """The schema version of a store file, read-only: no session, no migration (``hubd doctor``).
+
+    Raises ``sqlite3.Error`` if the file cannot be read."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def _where(conditions: list[tuple[str | None, Any]]) -> tuple[str, list[Any]]:
     """A WHERE clause of the conditions whose value is not None (a fragment without '?' is
     included when it is not None itself)."""
