@@ -73,7 +73,7 @@ class FrameType(enum.IntEnum):
 ALERT_TYPES = frozenset({FrameType.RAISED, FrameType.ACKNOWLEDGED, FrameType.RESOLVED,
                          FrameType.CANCELLED, FrameType.ESCALATED})
 
-#: Event type of the core (``hubd.lifecycle.MESH_EVENT_TYPES``) for each alert frame type.
+#: Event type of the core (``hubd.eventlog.MESH_EVENT_TYPES``) for each alert frame type.
 EVENT_TYPE = {
     FrameType.RAISED: "alert.raised",
     FrameType.ACKNOWLEDGED: "alert.acknowledged",

@@ -41,7 +41,8 @@ from hubd import contract
 from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.commands import CommandProcessor
 from hubd.config import Config
-from hubd.lifecycle import MESH_EVENT_TYPES, PRIORITY_ALERT, Hub
+from hubd.eventlog import MESH_EVENT_TYPES, PRIORITY_ALERT
+from hubd.lifecycle import Hub
 from hubd.model import Event
 from hubd.radio import frames
 from hubd.radio.frames import EVENT_TYPE, FRAME_TYPE, STATE, Frame, FrameError, FrameType
@@ -538,7 +539,7 @@ class MeshLink:
             self.counters["texts_ignored"] += 1
             log.warning("mesh: ignored %r from %s: not in mesh.marshals", text[:40], node_id)
             return
-        alert_id = f"{self.hub_id}:{seq}"
+        alert_id = contract.alert_id(self.hub_id, seq)
         alert = self.hub.store.get_alert(alert_id)
         if alert is None or alert.remote:
             log.info("mesh: %r from marshal %s: no alert %s here (another hub's?)", text[:40], node_id,
