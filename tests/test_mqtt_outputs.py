@@ -18,7 +18,7 @@ from hubd.lifecycle import Hub
 from hubd.model import Event
 from hubd.radio.cap import CAP_NS, CapOutput
 from hubd.radio.homeassistant import HomeAssistantOutput
-from hubd.radio.mqtt import standard_outputs
+from hubd.radio.mqtt import standard_outputs, topics_for
 from hubd.radio.mqtt_output import Message
 from hubd.radio.snapshots import SnapshotOutput
 from hubd.store import Store
@@ -101,7 +101,7 @@ class FakeCore:
 def home_assistant(tmp_path: Path) -> tuple[HomeAssistantOutput, FakeCore, list[Message]]:
     cfg = config(tmp_path, homeassistant=True)
     core = FakeCore()
-    return HomeAssistantOutput(cfg, Topics.for_config(cfg), core.status, core.execute), core, []
+    return HomeAssistantOutput(cfg, topics_for(cfg), core.status, core.execute), core, []
 
 
 def test_home_assistant_announces_itself_at_every_connect(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_standard_outputs_follow_the_configuration(tmp_path: Path, options: dict
     store = Store(cfg.store_path)
     try:
         hub = Hub(cfg, store)
-        outputs = standard_outputs(cfg, Topics.for_config(cfg), hub, CommandProcessor(hub))
+        outputs = standard_outputs(cfg, topics_for(cfg), hub, CommandProcessor(hub))
         assert [type(o) for o in outputs] == kinds
     finally:
         store.close()
