@@ -1,0 +1,119 @@
+"""The canonical byte form of a JSON payload: what a signature covers.
+
+It is RFC 8785, the JSON Canonicalization Scheme (JCS): UTF-8, object keys sorted by their
+UTF-16 code units, no whitespace, strings escaped only where JSON requires it, numbers written
+the way ECMAScript writes a double (``1`` for ``1.0``, ``1e+21``, ``0.000001``, ``1e-7``).
+
+Why JCS rather than Python's own ``json.dumps(sort_keys=True)``: a signature is checked by
+canonicalising what was *received*, and JSON does not say whether ``1`` and ``1.0`` differ.
+Python keeps the difference, JavaScript and Go's ``interface{}`` do not, so a Python-only form
+could only be checked by parsers that keep the raw number text. With JCS every language has a
+library that gives the same bytes from the parsed value, and ``1763712000.0`` and
+``1763712000`` canonicalise alike. The price is I-JSON's number range: integers beyond
++-2**53 are refused (a double cannot hold them, so two parsers could disagree on the value).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+#: The largest integer every JSON parser reads exactly (I-JSON, RFC 7493).
+MAX_SAFE_INTEGER = 2**53
+
+
+def canonical(payload: Any) -> bytes:
+    """The canonical (RFC 8785) bytes of a JSON payload.
+
+    Refused with ValueError: NaN and infinities (not JSON), integers beyond +-2**53, object
+    keys that are not strings (JSON would turn ``1`` into ``"1"`` and two keys could collide),
+    strings that are not valid Unicode (lone surrogates). TypeError for values JSON has no
+    form for. ``canonical(json.loads(canonical(p))) == canonical(p)``.
+    """
+    out: list[str] = []
+    _write(payload, out)
+    try:
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode: {e}") from None
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, int):
+        if abs(value) > MAX_SAFE_INTEGER:
+            raise ValueError(f"integer {value} is beyond +-2**53: not every JSON reader holds it exactly")
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        out.append(number(value))
+    elif isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise ValueError(f"object key {key!r} is not a string")
+        out.append("{")
+        for i, key in enumerate(sorted(value, key=_utf16)):
+            if i:
+                out.append(",")
+            out.append(_string(key))
+            out.append(":")
+            _write(value[key], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def _string(text: str) -> str:
+    # json.dumps escapes exactly what JCS does (", \, \b \f \n \r \t, other controls as
+    # lowercase \u00xx) and, with ensure_ascii off, nothing else.
+    return json.dumps(str(text), ensure_ascii=False)
+
+
+def _utf16(key: str) -> bytes:
+    # Big-endian UTF-16 bytes compare as UTF-16 code units do, the order RFC 8785 sorts by.
+    try:
+        return key.encode("utf-16-be")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode: {e}") from None
+
+
+def number(x: float) -> str:
+    """A double as ECMAScript's ``Number.prototype.toString`` writes it (RFC 8785, 3.2.2.3)."""
+    if not math.isfinite(x):
+        raise ValueError(f"{x} is not a JSON number")
+    if x == 0:
+        return "0"  # and -0
+    if x < 0:
+        return "-" + number(-x)
+    # repr gives the shortest digits that read back to x, as ECMAScript requires.
+    mantissa, _, exp = repr(x).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    point = len(whole) + (int(exp) if exp else 0) - (len(whole + frac) - len((whole + frac).lstrip("0")))
+    digits = digits.rstrip("0")
+    k, n = len(digits), point  # x = 0.<digits> * 10**n
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * -n + digits
+    e = n - 1
+    sign = "+" if e >= 0 else "-"
+    head = digits[0] + ("." + digits[1:] if k > 1 else "")
+    return f"{head}e{sign}{abs(e)}"
