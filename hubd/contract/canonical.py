@@ -9,8 +9,10 @@ canonicalising what was *received*, and JSON does not say whether ``1`` and ``1.
 Python keeps the difference, JavaScript and Go's ``interface{}`` do not, so a Python-only form
 could only be checked by parsers that keep the raw number text. With JCS every language has a
 library that gives the same bytes from the parsed value, and ``1763712000.0`` and
-``1763712000`` canonicalise alike. The price is I-JSON's number range: integers beyond
-+-2**53 are refused (a double cannot hold them, so two parsers could disagree on the value).
+``1763712000`` canonicalise alike. As in JCS, every number is a double: an integer beyond
++-2**53 is written as the nearest double (a JavaScript parser would read it so). Such integers
+never reach a signature check: ``parse_untrusted`` refuses them on input (I-JSON, RFC 7493), so
+a received number is exactly the number that was signed.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ MAX_SAFE_INTEGER = 2**53
 def canonical(payload: Any) -> bytes:
     """The canonical (RFC 8785) bytes of a JSON payload.
 
-    Refused with ValueError: NaN and infinities (not JSON), integers beyond +-2**53, object
-    keys that are not strings (JSON would turn ``1`` into ``"1"`` and two keys could collide),
+    Refused with ValueError: NaN and infinities (not JSON), integers beyond a double's range,
+    object keys that are not strings (JSON would turn ``1`` into ``"1"`` and two keys could collide),
     strings that are not valid Unicode (lone surrogates). TypeError for values JSON has no
     form for. ``canonical(json.loads(canonical(p))) == canonical(p)``.
     """
@@ -50,9 +52,13 @@ def _write(value: Any, out: list[str]) -> None:
     elif isinstance(value, str):
         out.append(_string(value))
     elif isinstance(value, int):
-        if abs(value) > MAX_SAFE_INTEGER:
-            raise ValueError(f"integer {value} is beyond +-2**53: not every JSON reader holds it exactly")
-        out.append(str(int(value)))
+        if abs(value) <= MAX_SAFE_INTEGER:
+            out.append(str(int(value)))
+        else:
+            try:
+                out.append(number(float(value)))
+            except OverflowError:
+                raise ValueError(f"integer {value} is beyond a double's range") from None
     elif isinstance(value, float):
         out.append(number(value))
     elif isinstance(value, Mapping):

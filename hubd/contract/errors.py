@@ -28,6 +28,11 @@ CODES: dict[str, str] = {
     "stale": "its time is outside the freshness window",
     "replayed": "its id was seen before",
     "bad_receipt": "a compact receipt that cannot be decoded",
+    # keys (configuration and key files, not the wire)
+    "bad_key": "not an Ed25519 key in the contract's form",
+    "key_missing": "no key file where one was expected",
+    "key_exists": "a key file is already there; it is never overwritten",
+    "key_exposed": "a private key file that other users may read or write",
 }
 
 

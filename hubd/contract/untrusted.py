@@ -49,7 +49,7 @@ BOUNDS: dict[str, Bounds] = {
 }
 
 
-def parse_untrusted(raw: bytes, schema: str, bounds: Bounds | None = None) -> Any:
+def parse_untrusted(raw: bytes | bytearray | memoryview, schema: str, bounds: Bounds | None = None) -> Any:
     """The JSON value in ``raw``, checked against ``bounds`` (default ``BOUNDS[schema]``) and
     the JSON Schema ``schema``; ContractError and nothing else when it is not acceptable."""
     limits = bounds or BOUNDS[schema]
@@ -69,7 +69,7 @@ def parse_untrusted(raw: bytes, schema: str, bounds: Bounds | None = None) -> An
     return value
 
 
-def _read(raw: bytes, limits: Bounds) -> Any:
+def _read(raw: bytes | bytearray | memoryview, limits: Bounds) -> Any:
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise ContractError("bad_json", f"expected bytes, got {type(raw).__name__}")
     if len(raw) > limits.max_bytes:
