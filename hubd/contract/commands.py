@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hubd.contract.envelope import CONTRACT_V2
 from hubd.contract.errors import ContractError
+from hubd.contract.payloads import reply_payload
 from hubd.contract.signing import verify
 
 #: Seconds a command's time may differ from a synchronised hub clock.
@@ -76,10 +77,6 @@ def check_command(command: Any, *, hub: str, centre_key: Ed25519PublicKey, now: 
     """Accept ``command`` for ``hub`` at the hub's clock ``now`` or raise ContractError (see the
     module's doc for the checks and codes). ``newest`` is the time of the newest command this
     hub has accepted (None before the first)."""
-    if not isinstance(command, Mapping):
-        raise ContractError("bad_request", "a command is a JSON object")
-    if command.get("v") != CONTRACT_V2:
-        raise ContractError("unsupported_version", f"v {command.get('v')!r} is not {CONTRACT_V2}")
     verify("command", command, centre_key)
     if command.get("hub") != hub:
         raise ContractError("wrong_hub", f"a command for hub {command.get('hub')}, not {hub}")
@@ -118,16 +115,9 @@ def reply_payload_v2(*, hub: str, command_id: str | None, time: float, reply: Ma
     """The unsigned reply (schema ``reply-v2``) from the command path's answer
     (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {"code", "message"}}``) at the
     hub's ``time``. Sign it with ``sign("reply", ...)``."""
-    out: dict[str, Any] = {"v": CONTRACT_V2, "id": command_id, "hub": hub, "time": time,
-                           "ok": bool(reply.get("ok"))}
-    if repeated:
-        out["repeated"] = True
+    out = {**reply_payload(hub, command_id, reply, repeated), "v": CONTRACT_V2, "time": time}
     if note:
         out["note"] = note
-    if out["ok"]:
-        out["result"] = reply.get("result")
-    else:
-        out["error"] = reply.get("error") or {"code": "internal", "message": "no reply"}
     return out
 
 

@@ -87,7 +87,7 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     Ed25519 PEM key (``bad_key``)."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not hang us
     except FileNotFoundError:
         raise KeyFileError("key_missing", f"no signing key at {path}") from None
     except OSError as e:

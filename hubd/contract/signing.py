@@ -92,11 +92,14 @@ def attest(envelope: Mapping[str, Any], by: str, key: Ed25519PrivateKey) -> dict
 
 
 def verify(kind: str, payload: Any, key: Ed25519PublicKey) -> None:
-    """Check ``payload``'s signature of ``kind`` under ``key``; for ``attestation`` the one in
-    ``attested``. Raises ContractError ``unsigned``, ``bad_signature`` or ``bad_request``
-    (a payload with no canonical form)."""
+    """Check ``payload``'s version 2 signature of ``kind`` under ``key``; for ``attestation``
+    the one in ``attested``. Raises ContractError ``bad_request`` (not an object, or one with
+    no canonical form), ``unsupported_version`` (a ``v`` other than 2: its signature, if any,
+    is not this one), ``unsigned`` or ``bad_signature``."""
     if not isinstance(payload, Mapping):
         raise ContractError("bad_request", f"a signed payload is a JSON object, not {type(payload).__name__}")
+    if payload.get("v") != CONTRACT_V2:
+        raise ContractError("unsupported_version", f"v {payload.get('v')!r} is not {CONTRACT_V2}")
     holder = payload.get("attested") if kind == "attestation" else payload
     if not isinstance(holder, Mapping) or holder.get("sig") is None:
         raise ContractError("unsigned", "no ward attestation" if kind == "attestation" else "no signature")
@@ -124,11 +127,7 @@ def check_signed(kind: str, payload: Any, key_of: KeyLookup) -> str:
     """The hub that signed ``payload`` (a status or reply: its ``hub``), once its signature
     verifies under that hub's enrolled key; ContractError ``unknown_origin``, ``unsigned``,
     ``bad_signature``, ``unsupported_version`` or ``bad_request`` otherwise."""
-    if not isinstance(payload, Mapping):
-        raise ContractError("bad_request", f"a signed payload is a JSON object, not {type(payload).__name__}")
-    if payload.get("v") != CONTRACT_V2:
-        raise ContractError("unsupported_version", f"v {payload.get('v')!r} is not {CONTRACT_V2}")
-    hub = payload.get("hub")
+    hub = payload.get("hub") if isinstance(payload, Mapping) else None
     if not isinstance(hub, str):
         raise ContractError("bad_request", "no 'hub'")
     key = key_of(hub)
