@@ -475,6 +475,11 @@ def test_a_ward_attested_envelope_names_who_vouches() -> None:
     _refusal(attest(raised(), "hub-3", HUB3), "unknown_origin")
 
 
+def test_an_attested_event_can_only_raise_the_alarm() -> None:
+    assert {"alert.raised", "alert.escalated"} == contract.ATTESTED_TRANSITIONS
+    assert contract.ATTESTED_TRANSITIONS < contract.TRANSITION_EVENT_TYPES
+
+
 def test_only_what_a_mesh_frame_carries_can_be_attested() -> None:
     _refusal(attest(routine(), "hub-2", HUB2), "not_attestable")
     _refusal(attest(raised(), "hub-1", HUB1), "not_attestable")  # an origin signs its own

@@ -40,6 +40,7 @@ from hubd.contract.commands import (
 from hubd.contract.envelope import CONTRACT_V2, CONTRACT_VERSION, dumps, event_envelope
 from hubd.contract.errors import ContractError, KeyFileError
 from hubd.contract.events import (
+    ATTESTED_TRANSITIONS,
     WIRE_ALERT_FIELDS,
     Trust,
     Verdict,
@@ -116,8 +117,8 @@ __all__ = [
     "generate_private_key", "load_private_key", "parse_public_key", "public_key_text", "save_private_key",
     "KeyLookup", "attest", "check_signed", "sign", "verify",
     "BOUNDS", "Bounds", "parse_untrusted",
-    "WIRE_ALERT_FIELDS", "Trust", "Verdict", "check_envelope", "check_origin", "event_envelope_v2",
-    "wire_alert",
+    "ATTESTED_TRANSITIONS", "WIRE_ALERT_FIELDS", "Trust", "Verdict", "check_envelope", "check_origin",
+    "event_envelope_v2", "wire_alert",
     "MAX_RECEIPT_IDS", "check_receipt", "decode_receipt", "encode_receipt", "receipt_frame_size",
     "receipt_payload", "receipts_for",
     "COMMAND_WINDOW", "AcceptedCommand", "check_command", "command_horizon", "command_payload_v2",

@@ -9,7 +9,10 @@ An envelope is built by its origin hub with ``event_envelope_v2`` and signed wit
 * ``Trust.SIGNED``: its origin's signature verifies. It may create and move the alert.
 * ``Trust.ATTESTED``: no origin signature, but a ward attestation (a relaying hub vouching that
   it rebuilt the envelope from an authentic mesh frame) that verifies under that hub's key.
-  Only alert transitions can be attested (nothing else crosses the mesh).
+  Only alert transitions can be attested (nothing else crosses the mesh), and of those only
+  ``ATTESTED_TRANSITIONS`` (raise, escalate) may change an alert's state: an attested event can
+  make a receiver more alarmed, never less. The others are stored and shown beside the alert
+  until the origin's signed copy of the same id replaces them.
 * ``Trust.REFUSED``, with the ``ContractError`` that says why: anything else.
 
 Before any signature it checks the origin rules (``check_origin``): the id's hub, ``hub``,
@@ -42,6 +45,11 @@ from hubd.contract.signing import KeyLookup, verify
 #: The fields of the wire alert: what its origin hub knows of it.
 WIRE_ALERT_FIELDS = ("id", "hub", "seq", "kind", "source", "zone", "state", "outcome", "level", "silent",
                      "raised_at", "updated_at", "severity")
+
+#: The transitions a ward-attested event may apply to an alert's state: those that raise the
+#: alarm. A holder of the ward key can forge a mesh frame, so it may cause a false alarm (shown
+#: as attested) but never acknowledge, resolve or cancel a real one.
+ATTESTED_TRANSITIONS = frozenset({"alert.raised", "alert.escalated"})
 
 _HUB_RE = re.compile(HUB_PATTERN)
 
