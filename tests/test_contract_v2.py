@@ -625,6 +625,7 @@ def test_compact_receipts_are_strict() -> None:
     with pytest.raises(ValueError):
         encode_receipt(unsigned)
     signed = sign("receipt", unsigned, CENTRE)
+    bad: dict[str, Any]
     for bad in ({"time": 2**32}, {"time": 1.5}, {"time": True}, {"hub": "hub:1"}, {"ids": "hub-1:e1"},
                 {"ids": ["hub-2:e1"]}, {"ids": []}, {"ids": [f"hub-1:e{2**56}"]}):
         with pytest.raises(ValueError):
