@@ -108,7 +108,8 @@ def firmware_flooding(loss: float, seed: int) -> float:
 
 def chain(loss: float, seed: int) -> tuple[float, float]:
     """(delivery ratio within BOUND, seconds until every hub knew every alert or BOUND)."""
-    from hubd.radio.mesh_lab import Lab
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from mesh_lab import Lab
 
     with tempfile.TemporaryDirectory() as tmp:
         lab = Lab(Path(tmp), seed=seed)

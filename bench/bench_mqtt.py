@@ -87,7 +87,8 @@ def latency(tmp: Path, port: int) -> tuple[dict[str, list[float]], int]:
 
     def on_link_publish(*args):  # noqa: ANN002
         link_on_publish(*args)
-        if link._done and not acked.is_set():  # the row's PUBACK is counted (the store write follows)
+        # The row's PUBACK is counted (the store write follows).
+        if link.inflight.settled_count() and not acked.is_set():
             stamp[0] = time.perf_counter()
             acked.set()
 
@@ -110,7 +111,7 @@ def latency(tmp: Path, port: int) -> tuple[dict[str, list[float]], int]:
     time.sleep(0.5)
     out: dict[str, list[float]] = {"press": [], "on_disk": [], "bare": []}
     for _ in range(PRESSES):
-        while link.status()["inflight"] or link._done:
+        while link.status()["inflight"] or link.inflight.settled_count():
             time.sleep(0.001)
         acked.clear()
         t0 = time.perf_counter()

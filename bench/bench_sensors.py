@@ -54,7 +54,7 @@ def press_to_siren(n: int) -> tuple[list[float], list[float]]:
 
     from hubd.sensors.buttons import PanicButton
     from hubd.sensors.sirens import Siren
-    from hubd.sensors.timers import Timers
+    from hubd.timers import Timers
 
     # The bare baseline.
     bf = MockFactory(pin_class=MockPWMPin)
@@ -104,7 +104,7 @@ def press_to_commit(n_blocks: int, per_block: int) -> tuple[list[float], list[fl
 
     from hubd.sensors.buttons import PanicButton
     from hubd.sensors.snapshots import SnapshotTaker
-    from hubd.sensors.timers import Timers
+    from hubd.timers import Timers
 
     off: list[float] = []
     on: list[float] = []

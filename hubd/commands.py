@@ -71,10 +71,9 @@ class CommandProcessor:
         self.register(Command("cancel", lambda a, who: _alert(h.cancel(a["alert"], who)),
                               {"alert": _ALERT_ID}, ("alert",),
                               summary="Cancel an alert within the cancel window"))
-        self.register(Command("silence", lambda a, who: h.silence(who, a.get("alert")) or {"silenced": True},
-                              {"alert": _ALERT_ID}, summary="Silence the sirens (alerts stay open)"))
-        self.register(Command("siren_test", lambda a, who: h.siren_test(who) or {"tested": True}, {},
-                              summary="Sound a short test chirp"))
+        self.register(Command("silence", self._silence, {"alert": _ALERT_ID},
+                              summary="Silence the sirens (alerts stay open)"))
+        self.register(Command("siren_test", self._siren_test, {}, summary="Sound a short test chirp"))
         self.register(Command("status", lambda a, who: h.status(), {}, changes_state=False,
                               summary="The hub's status"))
         self.register(Command(
@@ -91,6 +90,14 @@ class CommandProcessor:
             {"since": {"type": "number"}, "alert": _ALERT_ID,
              "limit": {"type": "integer", "minimum": 1, "maximum": 10_000}},
             changes_state=False, summary="The event log, oldest first"))
+
+    def _silence(self, args: dict[str, Any], actor: str) -> dict[str, Any]:
+        self.hub.silence(actor, args.get("alert"))
+        return {"silenced": True}
+
+    def _siren_test(self, args: dict[str, Any], actor: str) -> dict[str, Any]:
+        self.hub.siren_test(actor)
+        return {"tested": True}
 
     def register(self, command: Command) -> None:
         self._commands[command.name] = command

@@ -325,7 +325,7 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return _type_schema(inner[0])  # optional: absence is how TOML says None
     if origin is tuple:
         return {"type": "array", "items": _type_schema(args[0])}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _dataclass_schema(tp)
     raise TypeError(f"no schema for {tp!r}")
 
@@ -360,7 +360,7 @@ def _build(cls: Any, data: Any) -> Any:
         return None if data is None else _build(inner, data)
     if origin is tuple:
         return tuple(_build(typing.get_args(cls)[0], item) for item in data)
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         return cls(**{k: _build(hints[k], v) for k, v in data.items()})
     if cls is float and isinstance(data, int):
@@ -369,7 +369,7 @@ def _build(cls: Any, data: Any) -> Any:
 
 
 def _path(error: jsonschema.ValidationError) -> str:
-    parts = []
+    parts: list[str] = []
     for p in error.absolute_path:
         parts.append(f"[{p}]" if isinstance(p, int) else (("." if parts else "") + str(p)))
     return "".join(parts) or "(top level)"

@@ -1,9 +1,9 @@
 """The daemon's wiring: the one module that knows every part.
 
 Threads (``ps -L`` shows them): the main thread (signals and the watchdog),
-``hubd-timers`` (APScheduler: escalation and housekeeping), ``hubd-control`` (CLI
-socket), ``hubd-web`` (waitress and its worker pool), and one thread per link and
-per sensor helper that the adapters name themselves.
+``hubd-timers`` (the core's timers: escalation, store retries, heartbeat and
+housekeeping), ``hubd-control`` (CLI socket), ``hubd-web`` (waitress and its worker
+pool), and one thread per link and per sensor helper that the adapters name themselves.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import secrets
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hubd import __version__
-from hubd.clock import ClockWatch
+from hubd.clock import SYSTEM_CLOCK, Clock, ClockWatch
 from hubd.commands import Command, CommandProcessor
 from hubd.config import Config
 from hubd.control import ControlServer
@@ -31,16 +30,10 @@ from hubd.store import Store
 
 log = logging.getLogger("hubd")
 
-#: The core heartbeat must have run within this many seconds for WATCHDOG=1 to be sent
-#: ($HUBD_CORE_STALE_AFTER overrides it, for tests).
+#: Seconds between the core's heartbeats (``Hub.ping`` on the timer thread).
+HEARTBEAT_SECONDS = 2.0
+#: The core heartbeat must have answered within this many seconds for WATCHDOG=1 to be sent.
 CORE_STALE_AFTER = 15.0
-
-
-def core_stale_after() -> float:
-    try:
-        return float(os.environ.get("HUBD_CORE_STALE_AFTER", CORE_STALE_AFTER))
-    except ValueError:
-        return CORE_STALE_AFTER
 
 
 class Component(Protocol):
@@ -70,8 +63,7 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "waitress.queue"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("waitress.queue").setLevel(logging.WARNING)
 
 
 class AlreadyRunning(Exception):
@@ -85,10 +77,14 @@ class Daemon:
     config: Config
     components: dict[str, Component] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: The one clock of every part (wall time for events, monotonic for timers).
+    clock: Clock = SYSTEM_CLOCK
+    #: Seconds without an answer from the core after which the watchdog is no longer fed.
+    core_stale_after: float = CORE_STALE_AFTER
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
-        self._core_beat = time.monotonic()
+        self._core_beat = self.clock.monotonic()
         self.web_port: int | None = None
         self.buttons: dict[str, Any] = {}
         self.sirens: list[Any] = []
@@ -99,18 +95,15 @@ class Daemon:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
-        self.store = Store(cfg.store_path)
-        self.hub = Hub(cfg, self.store, clock_synced=ClockWatch())
+        self.store = Store(cfg.store_path, clock=self.clock)
+        self.hub = Hub(cfg, self.store, clock=self.clock, clock_synced=ClockWatch())
         self.processor = CommandProcessor(self.hub)
         self._start_sensors()
         self._start_links()
         self.hub.start()
-        self.hub.scheduler.add_job(self._heartbeat, "interval", seconds=2, id="core-heartbeat",
-                                   coalesce=True, max_instances=1)
-        self.hub.scheduler.add_job(self._prune, "interval", hours=6, id="prune", coalesce=True)
+        self.hub.timers.every(HEARTBEAT_SECONDS, self._heartbeat)
+        self.hub.timers.every(6 * 3600, self._prune)
         self._start_web()
-        if os.environ.get("HUBD_TEST_HOOKS") == "1":
-            self._register_test_hooks()
         control = ControlServer(cfg.control_socket, self.processor)
         control.start()
         self.components["control"] = control
@@ -159,29 +152,6 @@ class Daemon:
                              "hold": {"type": "number", "minimum": 0, "maximum": 120}},
             ("button",), summary="Press a simulated button (mock pins only)"))
 
-    def _register_test_hooks(self) -> None:
-        """Commands that break the daemon on purpose, registered only with HUBD_TEST_HOOKS=1.
-
-        ``test_hang`` makes a worker take the core lock and never give it back, as a store
-        write stuck on a dying SD card would: every core operation, the heartbeat included,
-        then blocks, and the watchdog must stop being fed."""
-        log.warning("HUBD_TEST_HOOKS=1: test-only commands are enabled")
-
-        def hang(args: dict[str, Any], actor: str) -> dict[str, Any]:
-            taken = threading.Event()
-
-            def hold() -> None:
-                with self.hub._lock:
-                    taken.set()
-                    self._stop.wait()
-
-            threading.Thread(target=hold, name="hubd-test-hang", daemon=True).start()
-            taken.wait(10)
-            log.warning("test_hang: the core lock is held until shutdown")
-            return {"hanging": "core"}
-
-        self.processor.register(Command("test_hang", hang, {}, summary="Hang the core (tests only)"))
-
     def _start_links(self) -> None:
         """The MQTT and mesh links, when configured; a hub without them works locally.
 
@@ -191,11 +161,11 @@ class Daemon:
         if self.config.mqtt is not None:
             from hubd.radio.mqtt import MqttLink
 
-            links["mqtt"] = MqttLink(self.config, self.hub, self.processor)
+            links["mqtt"] = MqttLink(self.config, self.hub, self.processor, clock=self.clock)
         if self.config.mesh is not None:
             from hubd.radio.mesh import MeshLink
 
-            links["mesh"] = MeshLink(self.config, self.hub, self.processor)
+            links["mesh"] = MeshLink(self.config, self.hub, self.processor, clock=self.clock)
         for name, link in links.items():
             self.components[name] = link
             self.hub.add_status_provider(name, link.status)
@@ -225,12 +195,11 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         """Proves the timer thread, the core lock and the store all answer."""
-        with self.hub._lock:
-            self.store.query("SELECT 1")
-        self._core_beat = time.monotonic()
+        if self.hub.ping():
+            self._core_beat = self.clock.monotonic()
 
     def _prune(self) -> None:
-        cutoff = time.time() - self.config.store.retention_days * 86400
+        cutoff = self.clock.time() - self.config.store.retention_days * 86400
         n = self.store.prune(cutoff)
         if n:
             log.info("pruned %d events older than %d days", n, self.config.store.retention_days)
@@ -238,7 +207,7 @@ class Daemon:
     def healthy(self) -> list[str]:
         """Names of the parts that are not alive (empty when all are)."""
         dead = [name for name, c in self.components.items() if not c.alive()]
-        if time.monotonic() - self._core_beat > core_stale_after():
+        if self.clock.monotonic() - self._core_beat > self.core_stale_after:
             dead.append("core")
         return dead
 
@@ -278,9 +247,10 @@ class Daemon:
         log.info("stopped")
 
 
-def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None) -> int:
+def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None,
+        core_stale_after: float = CORE_STALE_AFTER) -> int:
     """Run a daemon until signalled; the CLI's ``hubd run`` and ``hubd demo``."""
-    daemon = Daemon(config)
+    daemon = Daemon(config, core_stale_after=core_stale_after)
     try:
         daemon.start()
     except AlreadyRunning as e:

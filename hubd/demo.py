@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from hubd.cli import demo_runtime_dir
-from hubd.config import ConfigError, load_config
+from hubd.config import Config, ConfigError, load_config
 
 DEMO_CONFIG = """\
 # Written by `hubd demo`: a simulated hub (mock pins, generated camera frame).
@@ -101,7 +104,7 @@ def _demo_account(cfg_path: Path, state_dir: Path) -> tuple[str, str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from hubd.daemon import run, setup_logging
+    from hubd.daemon import Daemon, run, setup_logging
 
     setup_logging(args.log_level)
     if getattr(args, "hubs", 1) > 1:
@@ -117,7 +120,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     user, password = _demo_account(cfg_path, state_dir)
 
-    def announce(daemon) -> None:  # noqa: ANN001
+    def announce(daemon: Daemon) -> None:
         buttons = ", ".join(daemon.buttons)
         print(f"""
   hubd demo is running (simulated hardware, state in {state_dir}).
@@ -143,6 +146,31 @@ neighbour_timeout = 300
 """
 
 
+@dataclass
+class DemoHub:
+    """One running hub of the mesh demo: its own ``hubd run`` process, config, page and log."""
+
+    number: int
+    config: Config
+    config_path: Path
+    port: int
+    user: str
+    password: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    def state(self) -> str:
+        return "running" if self.proc.poll() is None else f"exited ({self.proc.returncode})"
+
+    def stop(self) -> None:
+        """Wait for the process to end (terminated first by the caller), kill it if it will not."""
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
 def _free_port() -> int:
     import socket
 
@@ -157,12 +185,11 @@ def run_mesh_demo(args: argparse.Namespace) -> int:
     others' alerts.  Hub 1's control socket is the usual demo one, so plain CLI commands
     reach it; the others are reached with ``-c <their config>``."""
     import signal
-    import subprocess
     import threading
     import time
 
     from hubd.control import ControlError, send_command
-    from hubd.radio.mesh_lab import write_key
+    from hubd.radio.frames import write_key
     from hubd.radio.meshsim import SimAir
 
     n = args.hubs
@@ -177,7 +204,7 @@ def run_mesh_demo(args: argparse.Namespace) -> int:
     for a, b in zip(nodes, nodes[1:], strict=False):
         air.link(a, b, loss=args.mesh_loss)
     air.start()
-    hubs = []
+    hubs: list[DemoHub] = []
     for i, node in enumerate(nodes, start=1):
         state_dir = base / f"hub-{i}"
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -200,45 +227,39 @@ def run_mesh_demo(args: argparse.Namespace) -> int:
         log = open(state_dir / "hubd.log", "ab")  # noqa: SIM115 - closed when the demo ends
         proc = subprocess.Popen([sys.executable, "-m", "hubd.cli", "run", "-c", str(cfg_path),
                                  "--log-level", args.log_level], stdout=log, stderr=subprocess.STDOUT)
-        hubs.append({"i": i, "cfg": cfg, "path": cfg_path, "port": port, "user": user,
-                     "password": password, "proc": proc, "log": log})
+        hubs.append(DemoHub(i, cfg, cfg_path, port, user, password, proc, log))
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     deadline = time.monotonic() + 60
     for h in hubs:
-        while not stop.is_set() and time.monotonic() < deadline and h["proc"].poll() is None:
+        while not stop.is_set() and time.monotonic() < deadline and h.proc.poll() is None:
             try:
-                if send_command(h["cfg"].control_socket, {"cmd": "status"}, timeout=2)["ok"]:
+                if send_command(h.config.control_socket, {"cmd": "status"}, timeout=2)["ok"]:
                     break
             except (ControlError, OSError):
                 pass
             time.sleep(0.2)
     lines = [f"\n  hubd demo: {n} hubs on a simulated LoRa mesh (a chain; state in {base}).\n"]
     for h in hubs:
-        flag = "" if h["i"] == 1 else f" -c {h['path']}"
-        state = "running" if h["proc"].poll() is None else f"exited ({h['proc'].returncode})"
-        lines.append(f"  hub-{h['i']}: http://{args.bind}:{h['port']}/  login {h['user']} / {h['password']}"
-                     f"  [{state}]")
+        flag = "" if h.number == 1 else f" -c {h.config_path}"
+        lines.append(f"  hub-{h.number}: http://{args.bind}:{h.port}/  login {h.user} / {h.password}"
+                     f"  [{h.state()}]")
         lines.append(f"         hubd press gate{flag}     hubd alerts{flag}")
-        lines.append(f"         log: {h['cfg'].state_dir / 'hubd.log'}")
+        lines.append(f"         log: {h.config.state_dir / 'hubd.log'}")
     lines.append("\n  Press a button on one hub and watch the alert appear on the others' pages."
                  "\n  Stop: Ctrl-C\n")
     print("\n".join(lines), flush=True)
     try:
         while not stop.wait(1.0):
-            if all(h["proc"].poll() is not None for h in hubs):
+            if all(h.proc.poll() is not None for h in hubs):
                 break
     finally:
         for h in hubs:
-            if h["proc"].poll() is None:
-                h["proc"].terminate()
+            if h.proc.poll() is None:
+                h.proc.terminate()
         for h in hubs:
-            try:
-                h["proc"].wait(15)
-            except subprocess.TimeoutExpired:
-                h["proc"].kill()
-            h["log"].close()
+            h.stop()
         air.stop()
     return 0

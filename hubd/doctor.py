@@ -274,17 +274,13 @@ def check_disk(state_dir: Path) -> Check:
 
 
 def check_store(cfg: Config) -> Check:
-    from hubd.store import SCHEMA_VERSION
+    from hubd.store import SCHEMA_VERSION, read_schema_version
 
     path = cfg.store_path
     if not path.exists():
         return Check("store", OK, f"{path} not created yet (the daemon creates it on first start)")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        finally:
-            conn.close()
+        version = read_schema_version(path)
     except sqlite3.Error as e:
         return Check("store", FAIL, f"cannot read {path}: {e}",
                      "check the file's owner (hubd) and the SD card; move a damaged file aside to "

@@ -21,7 +21,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
+from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.model import Alert, Event
 
 log = logging.getLogger("hubd.store")
@@ -84,45 +84,56 @@ class OutboxItem:
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["counters"].create({"name": str, "value": int}, pk="name")
-    db["alerts"].create({
+    db.table("counters").create({"name": str, "value": int}, pk="name")
+    db.table("alerts").create({
         "id": str, "hub": str, "seq": int, "kind": str, "source": str, "zone": str, "state": str,
         "outcome": str, "level": int, "silent": int, "raised_at": float, "updated_at": float,
         "remote": int, "relayed_by": str, "extra": str,
     }, pk="id", not_null={"hub", "seq", "kind", "state", "level", "raised_at", "updated_at"})
-    db["alerts"].create_index(["state"])
-    db["alerts"].create_index(["raised_at"])
+    db.table("alerts").create_index(["state"])
+    db.table("alerts").create_index(["raised_at"])
     # events.seq is the rowid: the local order of everything that happened, never wall time.
-    db["events"].create({
+    db.table("events").create({
         "seq": int, "id": str, "type": str, "time": float, "hub": str, "actor": str,
         "alert_id": str, "data": str, "envelope": str, "clock_synced": int,
     }, pk="seq", not_null={"id", "type", "time", "hub", "actor", "envelope"})
-    db["events"].create_index(["id"], unique=True)
-    db["events"].create_index(["alert_id"])
-    db["events"].create_index(["time"])
-    db["outbox"].create({
+    db.table("events").create_index(["id"], unique=True)
+    db.table("events").create_index(["alert_id"])
+    db.table("events").create_index(["time"])
+    db.table("outbox").create({
         "id": int, "event_seq": int, "destination": str, "priority": int, "created_at": float,
         "attempts": int, "next_attempt_at": float, "delivered_at": float, "last_error": str,
     }, pk="id", not_null={"event_seq", "destination", "priority", "created_at", "attempts"},
         foreign_keys=[("event_seq", "events", "seq")])
     db.execute("CREATE INDEX outbox_pending ON outbox(destination, priority, id) "
                "WHERE delivered_at IS NULL")
-    db["snapshots"].create({"id": int, "alert_id": str, "path": str, "time": float, "size": int},
+    db.table("snapshots").create({"id": int, "alert_id": str, "path": str, "time": float, "size": int},
                            pk="id")
-    db["snapshots"].create_index(["alert_id"])
-    db["users"].create({"name": str, "role": str, "password_hash": str, "created_at": float},
+    db.table("snapshots").create_index(["alert_id"])
+    db.table("users").create({"name": str, "role": str, "password_hash": str, "created_at": float},
                        pk="name", not_null={"role", "password_hash"})
-    db["commands"].create({"id": str, "time": float, "reply": str}, pk="id")
+    db.table("commands").create({"id": str, "time": float, "reply": str}, pk="id")
 
 
 def _v2(db: sqlite_utils.Database) -> None:
     # "session:<pid>:<token>" -> boot id: one row per Store open in some process.
-    db["meta"].create({"key": str, "value": str}, pk="key")
+    db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
 #: Forward migrations; index i brings a store from version i to i + 1.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def read_schema_version(path: Path, *, timeout: float = 5.0) -> int:
+    """The schema version of a store file, read-only: no session, no migration (``hubd doctor``).
+
+    Raises ``sqlite3.Error`` if the file cannot be read."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def _where(conditions: list[tuple[str | None, Any]]) -> tuple[str, list[Any]]:
@@ -140,11 +151,19 @@ def _where(conditions: list[tuple[str | None, Any]]) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The rowid an INSERT just gave (it always gives one)."""
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
 class Store:
     """Thread-safe access to the hub's SQLite file."""
 
-    def __init__(self, path: str | Path, *, migrations: list[Callable[..., None]] | None = None):
+    def __init__(self, path: str | Path, *, migrations: list[Callable[..., None]] | None = None,
+                 clock: Clock = SYSTEM_CLOCK):
         self.path = Path(path)
+        self._clock = clock
         self.wal_path = Path(f"{self.path}-wal")
         self._migrations = MIGRATIONS if migrations is None else migrations
         self._lock = threading.RLock()
@@ -271,6 +290,20 @@ class Store:
                 log.warning("store: could not record a clean close: %s", e)
             self._conn.close()
 
+    def ping(self, timeout: float = 5.0) -> bool:
+        """Whether the store answers a read within ``timeout`` seconds (for the watchdog)."""
+        if not self._lock.acquire(timeout=timeout):
+            log.error("store: not free within %.0f s (a write stuck on the SD card?)", timeout)
+            return False
+        try:
+            self._conn.execute("SELECT 1").fetchone()
+            return True
+        except sqlite3.Error as e:
+            log.error("store: cannot read %s: %s", self.path, e)
+            return False
+        finally:
+            self._lock.release()
+
     def query(self, sql: str, params: tuple | dict = ()) -> list[dict[str, Any]]:
         with self._lock:
             cur = self._conn.execute(sql, params)
@@ -333,11 +366,11 @@ class Store:
                  int(clock_synced)))
             if cur.rowcount == 0:
                 return None
-            seq = cur.lastrowid
-            now = time.time()
-            outbox = tuple((d, conn.execute(
+            seq = _rowid(cur)
+            now = self._clock.time()
+            outbox = tuple((d, _rowid(conn.execute(
                 "INSERT INTO outbox(event_seq, destination, priority, created_at, attempts) "
-                "VALUES (?,?,?,?,0)", (seq, d, p, now)).lastrowid, p) for d, p in destinations)
+                "VALUES (?,?,?,?,0)", (seq, d, p, now))), p) for d, p in destinations)
         return Event(id=event.id, type=event.type, time=event.time, hub=event.hub, actor=event.actor,
                      alert_id=event.alert_id, data=event.data, seq=seq, outbox=outbox)
 
@@ -373,25 +406,26 @@ class Store:
         """Undelivered rows for a destination, alerts first, then in event order.
 
         ``exclude`` names rows a link has in flight (or delivered but not yet recorded)."""
-        rows_sql, params = self._pending_rows(destination, time.time() if now is None else now, exclude,
+        now = self._clock.time() if now is None else now
+        rows_sql, params = self._pending_rows(destination, now, exclude,
                                               join="JOIN events e ON e.seq = o.event_seq ")
         with self._lock:
             rows = self._conn.execute(
                 "SELECT o.id, o.destination, e.id, e.seq, e.type, o.priority, o.attempts, o.created_at, "
                 "e.envelope " + rows_sql, (*params, limit)).fetchall()
         # Positional: this is on the path of every alert to the centre.
-        return [OutboxItem(*r[:8], envelope=json.loads(r[8])) for r in rows]
+        return [OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8])) for r in rows]
 
     def first_pending(self, destination: str, *,
                       exclude: set[int] | frozenset[int] = frozenset()) -> int | None:
         """The id of the row ``pending(destination)`` would give first, or None."""
-        rows_sql, params = self._pending_rows(destination, time.time(), exclude)
+        rows_sql, params = self._pending_rows(destination, self._clock.time(), exclude)
         with self._lock:
             row = self._conn.execute("SELECT o.id " + rows_sql, (*params, 1)).fetchone()
         return None if row is None else row[0]
 
     def mark_delivered(self, outbox_ids: list[int], when: float | None = None) -> None:
-        when = time.time() if when is None else when
+        when = self._clock.time() if when is None else when
         with self.transaction() as conn:
             conn.executemany("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
                              [(when, i) for i in outbox_ids])
@@ -404,11 +438,11 @@ class Store:
     def add_outbox(self, event_seq: int, destination: str, priority: int) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT INTO outbox(event_seq, destination, priority, created_at, attempts) "
-                         "VALUES (?,?,?,?,0)", (event_seq, destination, priority, time.time()))
+                         "VALUES (?,?,?,?,0)", (event_seq, destination, priority, self._clock.time()))
 
     def outbox_stats(self) -> dict[str, dict[str, Any]]:
         """Per destination: pending depth and age in seconds of the oldest pending row."""
-        now = time.time()
+        now = self._clock.time()
         out = {}
         for r in self.query("SELECT destination, count(*) AS depth, min(created_at) AS oldest "
                             "FROM outbox WHERE delivered_at IS NULL GROUP BY destination"):
@@ -425,7 +459,7 @@ class Store:
     def save_command_reply(self, command_id: str, reply: dict[str, Any]) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO commands(id, time, reply) VALUES (?,?,?)",
-                         (command_id, time.time(), json.dumps(reply)))
+                         (command_id, self._clock.time(), json.dumps(reply)))
 
     # --- retention ------------------------------------------------------------------------
 
@@ -452,7 +486,7 @@ class Store:
         with self.transaction() as conn:
             cur = conn.execute("INSERT INTO snapshots(alert_id, path, time, size) VALUES (?,?,?,?)",
                                (alert_id, path, taken_at, size))
-            return int(cur.lastrowid)
+            return _rowid(cur)
 
     def snapshots(self, alert_id: str | None = None) -> list[dict[str, Any]]:
         if alert_id is None:
@@ -465,9 +499,53 @@ class Store:
 
     # --- for the MQTT link ------------------------------------------------------------------
 
+    def outbox_attempts(self, outbox_id: int) -> int:
+        """How often a row has been tried (0 for a row that is gone)."""
+        rows = self.query("SELECT attempts FROM outbox WHERE id = ?", (outbox_id,))
+        return rows[0]["attempts"] if rows else 0
+
     # --- for the mesh link ------------------------------------------------------------------
 
+    def recent_alert_events(self, since: float, max_alerts: int,
+                            not_pending_for: str) -> list[tuple[int, str]]:
+        """``(seq, type)`` of the events of the ``max_alerts`` alerts updated most recently
+        at or after ``since``, in event order, leaving out those already waiting in the
+        ``not_pending_for`` outbox: what a neighbour that was away may have missed."""
+        rows = self.query(
+            "SELECT e.seq, e.type FROM events e WHERE e.alert_id IN (SELECT id FROM alerts WHERE "
+            "updated_at >= ? ORDER BY updated_at DESC LIMIT ?) AND NOT EXISTS (SELECT 1 FROM outbox o "
+            "WHERE o.event_seq = e.seq AND o.destination = ? AND o.delivered_at IS NULL) ORDER BY e.seq",
+            (since, max_alerts, not_pending_for))
+        return [(r["seq"], r["type"]) for r in rows]
+
     # --- accounts (users) and the web page --------------------------------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str) -> bool:
+        """Add an account; False if the name is taken."""
+        with self.transaction() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO users(name, role, password_hash, created_at) "
+                               "VALUES (?,?,?,?)", (name, role, password_hash, self._clock.time()))
+            return cur.rowcount == 1
+
+    def set_password_hash(self, name: str, password_hash: str) -> bool:
+        """Change an account's password hash; False if there is no such account."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE users SET password_hash = ? WHERE name = ?",
+                                (password_hash, name)).rowcount == 1
+
+    def remove_user(self, name: str) -> bool:
+        """Remove an account; False if there is no such account."""
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
+
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        """An account's name, role, password_hash and created_at, or None."""
+        rows = self.query("SELECT name, role, password_hash, created_at FROM users WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every account's name, role and created_at (no hashes), by name."""
+        return self.query("SELECT name, role, created_at FROM users ORDER BY name")
 
     # --- metrics ----------------------------------------------------------------------------
 

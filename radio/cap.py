@@ -3,7 +3,8 @@
 One ``<alert>`` per alert transition, published on ``<root>/<ward>/<hub>/cap`` so that
 CAP-consuming alerting systems can take hub alerts directly.  The first message of an
 alert has the alert id as identifier; later ones (escalated, acknowledged, resolved,
-cancelled) have the event id and reference the first.
+cancelled) have the event id and reference the first.  :class:`CapOutput` is the MQTT
+link's side output that publishes them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
+
+from hubd.radio.mqtt_output import Message, MqttOutput
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 
@@ -40,7 +43,7 @@ def cap_alert(envelope: dict[str, Any], *, hub_name: str = "", location: str = "
     alert = envelope.get("alert")
     if envelope.get("type") not in CAP_EVENT_TYPES or not isinstance(alert, dict):
         return None
-    kind = alert["kind"]
+    kind = str(alert["kind"])
     state = alert["state"]
     outcome = alert.get("outcome")
     exercise = kind == "test" or outcome == "test"
@@ -94,3 +97,25 @@ def cap_alert(envelope: dict[str, Any], *, hub_name: str = "", location: str = "
     area = ET.SubElement(info, f"{{{CAP_NS}}}area")
     sub(area, "areaDesc", where)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+class CapOutput(MqttOutput):
+    """Adds the CAP message to each of this hub's own alert transitions.
+
+    :param topic: the hub's CAP topic (``Topics.cap``)
+    :param hub_id: this hub (alerts relayed from others are theirs to announce)
+    :param hub_name: the sender's name in the message
+    :param location: the area, when the alert names no zone
+    """
+
+    def __init__(self, topic: str, hub_id: str, *, hub_name: str = "", location: str = ""):
+        self.topic = topic
+        self.hub_id = hub_id
+        self.hub_name = hub_name
+        self.location = location
+
+    def messages(self, envelope: dict[str, Any]) -> list[Message]:
+        if envelope.get("hub") != self.hub_id:
+            return []
+        xml = cap_alert(envelope, hub_name=self.hub_name, location=self.location)
+        return [] if xml is None else [Message(self.topic, xml, "application/cap+xml")]

@@ -39,9 +39,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import os
 import re
+import secrets
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 VERSION = 1
 TAG_LEN = 8
@@ -70,7 +73,7 @@ class FrameType(enum.IntEnum):
 ALERT_TYPES = frozenset({FrameType.RAISED, FrameType.ACKNOWLEDGED, FrameType.RESOLVED,
                          FrameType.CANCELLED, FrameType.ESCALATED})
 
-#: Event type of the core (``hubd.lifecycle.MESH_EVENT_TYPES``) for each alert frame type.
+#: Event type of the core (``hubd.eventlog.MESH_EVENT_TYPES``) for each alert frame type.
 EVENT_TYPE = {
     FrameType.RAISED: "alert.raised",
     FrameType.ACKNOWLEDGED: "alert.acknowledged",
@@ -163,6 +166,22 @@ def load_key(text: str | bytes) -> bytes:
         raise ValueError("the network key must be hex or base64 text")
     if len(key) < 16:
         raise ValueError(f"the network key is {len(key)} bytes; it must be at least 16")
+    return key
+
+
+def read_key(path: Path) -> bytes:
+    """The network key in a key file (see :func:`load_key`)."""
+    return load_key(path.read_text())
+
+
+def write_key(path: Path, key: bytes | None = None) -> bytes:
+    """Write a network key file (hex, mode 0600; a new random key unless ``key`` is given)
+    and return the key."""
+    key = key or secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
     return key
 
 

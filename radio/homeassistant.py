@@ -6,15 +6,22 @@ off = silence; both go through the hub's command path).  Discovery configs are
 retained under ``homeassistant/<component>/hubd_<ward>_<hub>/<object>/config``; the
 state is one retained JSON document on ``<base>/ha/state``; availability follows the
 hub's status topic, so the Last Will marks every entity unavailable.
+:class:`HomeAssistantOutput` is the MQTT link's side output that publishes them.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from hubd import __version__
+from hubd import __version__, contract
 from hubd.config import Config
 from hubd.contract import Topics
+from hubd.model import Event
+from hubd.radio.mqtt_output import Message, MqttOutput, Publish
+
+log = logging.getLogger("hubd.mqtt")
 
 DISCOVERY_PREFIX = "homeassistant"
 
@@ -64,3 +71,57 @@ def state_payload(config: Config, status: dict[str, Any]) -> dict[str, Any]:
     on = isinstance(sirens, dict) and any(isinstance(s, dict) and s.get("on") for s in sirens.values())
     return {"alarm": alarm, "siren": "ON" if on else "OFF",
             "buttons": {b.name: "ON" if b.name in sources else "OFF" for b in config.buttons}}
+
+
+class HomeAssistantOutput(MqttOutput):
+    """Discovery at every connect; the state document whenever an alert or a siren changes
+    (and once every status interval); the siren switch's commands.
+
+    :param config: the hub configuration (its buttons, name and location)
+    :param topics: the hub's topics
+    :param status: ``Hub.status``, read for the state document
+    :param execute: ``CommandProcessor.execute``, for the siren switch
+    """
+
+    #: The actor of the siren switch's commands.
+    ACTOR = "homeassistant"
+
+    def __init__(self, config: Config, topics: Topics, status: Callable[[], dict[str, Any]],
+                 execute: Callable[[dict[str, Any], str], dict[str, Any]]):
+        self.config = config
+        self.topics = topics
+        self.status = status
+        self.execute = execute
+        self._dirty = True  # the state document is out of date
+
+    def subscriptions(self) -> list[str]:
+        return [self.topics.ha_siren_set]
+
+    def on_connect(self, publish: Publish) -> None:
+        for topic, payload in discovery_messages(self.config, self.topics):
+            publish(Message(topic, contract.dumps(payload), retain=True))
+        self._dirty = True
+
+    def on_event(self, event: Event) -> bool:
+        if event.type.startswith("alert.") or event.type.startswith("siren."):
+            self._dirty = True
+        return self._dirty
+
+    def publish_due(self, publish: Publish, periodic: bool) -> None:
+        if periodic:
+            self._dirty = True
+        if self._dirty:
+            self._dirty = False
+            state = state_payload(self.config, self.status())
+            publish(Message(self.topics.ha_state, contract.dumps(state), retain=True))
+
+    def on_message(self, topic: str, payload: bytes) -> bool:
+        word = payload.decode("utf-8", "replace").strip().upper()
+        if word not in ("ON", "OFF"):
+            log.warning("Home Assistant siren command %r ignored: expected ON or OFF", word[:20])
+            return False
+        reply = self.execute({"cmd": "siren_test" if word == "ON" else "silence"}, self.ACTOR)
+        if not reply["ok"]:
+            log.warning("Home Assistant siren %s failed: %s", word, reply["error"]["message"])
+        self._dirty = True
+        return True

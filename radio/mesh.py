@@ -38,17 +38,21 @@ from pathlib import Path
 from typing import Any
 
 from hubd import contract
+from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.commands import CommandProcessor
 from hubd.config import Config
-from hubd.lifecycle import MESH_EVENT_TYPES, PRIORITY_ALERT, Hub
+from hubd.eventlog import MESH_EVENT_TYPES, PRIORITY_ALERT
+from hubd.lifecycle import Hub
 from hubd.model import Event
 from hubd.radio import frames
 from hubd.radio.frames import EVENT_TYPE, FRAME_TYPE, STATE, Frame, FrameError, FrameType
 from hubd.radio.mesh_airtime import AirtimeBudget, packet_airtime
 from hubd.radio.mesh_radio import Radio, RadioError
+from hubd.store import OutboxItem
 
 log = logging.getLogger("hubd.radio.mesh")
 
+DESTINATION = "mesh"
 TEXT_PORT = 1  # TEXT_MESSAGE_APP
 BROADCAST = "^all"
 MAX_IN_FLIGHT = 4
@@ -97,10 +101,10 @@ class MeshLink:
     """The Meshtastic link of one hub (a daemon Component with ``status()``)."""
 
     def __init__(self, config: Config, hub: Hub, processor: CommandProcessor, *,
-                 clock: Any = time.time):
+                 clock: Clock = SYSTEM_CLOCK):
         assert config.mesh is not None
         self.config = config
-        self.started_at = clock()
+        self.started_at = clock.time()
         self.cfg = config.mesh
         self.hub = hub
         self.processor = processor
@@ -114,7 +118,7 @@ class MeshLink:
         self.neighbours: dict[int, Neighbour] = {}
         self.counters: Counter[str] = Counter()
         self.replay = frames.ReplayWindow(self.cfg.replay_window)
-        self.budget = AirtimeBudget(self.cfg.duty_cycle)
+        self.budget = AirtimeBudget(self.cfg.duty_cycle, clock=clock.monotonic)
         self.radio: Radio | None = None
         self.state = "stopped"
         self.last_error = ""
@@ -143,14 +147,14 @@ class MeshLink:
             self.config_error = f"hub.id: {e}"
             return
         try:
-            self.key = frames.load_key(Path(self.cfg.key_file).read_text())
+            self.key = frames.read_key(Path(self.cfg.key_file))
         except (OSError, ValueError) as e:
             self.config_error = f"mesh.key_file: {self.cfg.key_file}: {e}"
 
     # --- Component ------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.started_at = self.clock()
+        self.started_at = self.clock.time()
         if self.config_error:
             log.error("mesh link disabled: %s", self.config_error)
             self.state = "disabled"
@@ -194,7 +198,7 @@ class MeshLink:
         return self._thread is not None and self._thread.is_alive()
 
     def status(self) -> dict[str, Any]:
-        now = self.clock()
+        now = self.clock.time()
         timeout = self.cfg.neighbour_timeout
         neighbours = sorted((n.as_dict(now, timeout) for n in list(self.neighbours.values())),
                             key=lambda d: (d["hub"] or "~", d["node"]))
@@ -241,7 +245,7 @@ class MeshLink:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.radio is None and time.monotonic() >= self._next_connect:
+                if self.radio is None and self.clock.monotonic() >= self._next_connect:
                     self._connect()
                 self._process_inbox()
                 if self.radio is not None:
@@ -261,7 +265,7 @@ class MeshLink:
             self._wake.clear()
 
     def _next_wait(self) -> float:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         waits = [1.0]
         if self.radio is None:
             waits.append(self._next_connect - now)
@@ -285,7 +289,7 @@ class MeshLink:
         self.state = "connected"
         self.counters["connects"] += 1
         self._reconnect_delay = 0.5
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self._last_activity = now
         self._marker = radio.activity_marker()
         self._probed_at = now
@@ -297,7 +301,7 @@ class MeshLink:
 
     def _schedule_reconnect(self, reason: str) -> None:
         delay = self._reconnect_delay * random.uniform(0.8, 1.2)
-        self._next_connect = time.monotonic() + delay
+        self._next_connect = self.clock.monotonic() + delay
         self._reconnect_delay = min(self._reconnect_delay * 2, self.cfg.reconnect_max)
         self.state = "down"
         if reason != self.last_error:
@@ -311,7 +315,7 @@ class MeshLink:
             self.counters["disconnects"] += 1
             log.warning("mesh: radio %s lost: %s", radio.node_id, reason)
             radio.close()
-        now = self.clock()
+        now = self.clock.time()
         for row in list(self._rows.values()):
             self._fail(row, f"radio lost: {reason}", retry_at=now)
         self._by_packet.clear()
@@ -320,7 +324,7 @@ class MeshLink:
     def _watchdog(self) -> None:
         radio = self.radio
         assert radio is not None
-        now = time.monotonic()
+        now = self.clock.monotonic()
         marker = radio.activity_marker()
         if marker != self._marker:
             self._marker = marker
@@ -349,7 +353,7 @@ class MeshLink:
             radio = self.radio
             if radio is None or iface is not radio.iface:
                 continue  # from an interface we already dropped
-            self._last_activity = time.monotonic()
+            self._last_activity = self.clock.monotonic()
             if kind == "lost":
                 raise RadioError("connection to the radio lost")
             try:
@@ -382,7 +386,7 @@ class MeshLink:
         self.counters["frames_heard"] += 1
         try:
             frame = frames.decode(data, self.key, sender)
-            self.replay.check(sender, frame.time, data[-frames.TAG_LEN:], time.monotonic())
+            self.replay.check(sender, frame.time, data[-frames.TAG_LEN:], self.clock.monotonic())
         except FrameError as e:
             self.counters[f"refused_{e.reason}"] += 1
             self.last_error = f"refused {e.reason} frame from {node_id}: {e}"
@@ -428,17 +432,17 @@ class MeshLink:
             if n is None or not n.direct_at:
                 # Never heard directly since this link started: it may have missed everything
                 # since then (a partition from the start), not just the last timeout's worth.
-                self._catch_up(min(self.started_at, self.clock()) - self.cfg.neighbour_timeout, sender)
-            elif time.monotonic() - n.direct_at > self.cfg.neighbour_timeout:
+                self._catch_up(min(self.started_at, self.clock.time()) - self.cfg.neighbour_timeout, sender)
+            elif self.clock.monotonic() - n.direct_at > self.cfg.neighbour_timeout:
                 self._catch_up(n.last_heard - self.cfg.neighbour_timeout, sender)
         if n is None:
             n = self.neighbours[sender] = Neighbour(sender)
             log.info("mesh: new neighbour node !%08x%s", sender,
                      f" (hub {frame.origin})" if frame.type == FrameType.BEACON else "")
-        n.last_heard = self.clock()
+        n.last_heard = self.clock.time()
         n.hops = hops
         if direct:
-            n.direct_at = time.monotonic()
+            n.direct_at = self.clock.monotonic()
             n.snr = round(raw.rx_snr, 2) if raw.rx_snr else n.snr
             n.rssi = raw.rx_rssi or n.rssi
         if frame.type == FrameType.BEACON:
@@ -453,13 +457,10 @@ class MeshLink:
         """Queue again the transitions of every alert (this hub's and those it heard) changed since
         ``since``, so that a returning neighbour hears them and floods them on; receivers
         deduplicate by event id and answer what they hold with a receipt."""
-        rows = [r for r in self.hub.store.query(
-            "SELECT e.seq, e.type FROM events e WHERE e.alert_id IN (SELECT id FROM alerts WHERE "
-            "updated_at >= ? ORDER BY updated_at DESC LIMIT ?) AND NOT EXISTS (SELECT 1 FROM outbox o "
-            "WHERE o.event_seq = e.seq AND o.destination = 'mesh' AND o.delivered_at IS NULL) ORDER BY e.seq",
-            (since, self.CATCH_UP_MAX)) if r["type"] in MESH_EVENT_TYPES]
-        for r in rows:
-            self.hub.store.add_outbox(r["seq"], "mesh", PRIORITY_ALERT)
+        events = self.hub.store.recent_alert_events(since, self.CATCH_UP_MAX, not_pending_for=DESTINATION)
+        rows = [seq for seq, etype in events if etype in MESH_EVENT_TYPES]
+        for seq in rows:
+            self.hub.store.add_outbox(seq, DESTINATION, PRIORITY_ALERT)
         if rows:
             self.counters["catch_up"] += len(rows)
             log.info("mesh: %s is back; sending %d alert event(s) again", self._name(sender), len(rows))
@@ -538,7 +539,7 @@ class MeshLink:
             self.counters["texts_ignored"] += 1
             log.warning("mesh: ignored %r from %s: not in mesh.marshals", text[:40], node_id)
             return
-        alert_id = f"{self.hub_id}:{seq}"
+        alert_id = contract.alert_id(self.hub_id, seq)
         alert = self.hub.store.get_alert(alert_id)
         if alert is None or alert.remote:
             log.info("mesh: %r from marshal %s: no alert %s here (another hub's?)", text[:40], node_id,
@@ -552,25 +553,18 @@ class MeshLink:
 
     def _marshal_text(self, alert: dict[str, Any], ftype: FrameType) -> str:
         seq = alert["seq"]
-        when = time.strftime("%H:%M", time.localtime(alert.get("raised_at") or self.clock()))
+        when = time.strftime("%H:%M", time.localtime(alert.get("raised_at") or self.clock.time()))
         head = "ALERT" if ftype == FrameType.RAISED else f"ALERT L{alert.get('level', 0)}"
         zone = (alert.get("zone") or "")[:40]
         return f"{head} {seq} {str(alert['kind']).upper()} {zone} {when} — reply ACK {seq}".replace("  ", " ")
 
     def _send_text(self, text: str, destination: Any = BROADCAST) -> int | None:
-        radio = self.radio
-        if radio is None:
+        if self.radio is None:
             return None
-        data = text.encode("utf-8")[:200]
-        air = packet_airtime(len(data), TEXT_PORT)
-        if not self.budget.allows("text", air):
+        pkt = self._transmit(text, "text", destination=destination)
+        if pkt is None:
             log.warning("mesh: airtime budget spent; marshal text not sent: %r", text)
             return None
-        pkt = radio.call(lambda i: i.sendData(data, destinationId=destination, portNum=TEXT_PORT,
-                                              wantAck=False, channelIndex=self.cfg.channel_index),
-                         CALL_TIMEOUT)
-        self.budget.spend(air)
-        self.counters["texts_sent"] += 1
         return pkt.id
 
     # --- outbound -------------------------------------------------------------------------
@@ -578,15 +572,62 @@ class MeshLink:
     def _drain(self) -> None:
         if len(self._rows) >= MAX_IN_FLIGHT:
             return
-        items = self.hub.store.pending("mesh", limit=MAX_IN_FLIGHT - len(self._rows),
+        items = self.hub.store.pending(DESTINATION, limit=MAX_IN_FLIGHT - len(self._rows),
                                        exclude=set(self._rows))
         for item in items:
             if self.radio is None or not self._send_row(item):
                 return
 
-    def _send_row(self, item: Any) -> bool:
+    #: What each kind of transmission counts as sent.
+    _SENT = {"alert": "frames_sent", "retry": "frames_sent", "receipt": "receipts_sent",
+             "beacon": "beacons_sent", "text": "texts_sent"}
+
+    def _transmit(self, payload: Frame | str, traffic: str, *, destination: Any = BROADCAST,
+                  want_ack: bool = False) -> Any | None:
+        """Send one packet, if the airtime budget allows ``traffic`` (an ``AirtimeBudget``
+        class): a frame on the ward's port, or a text to the marshals.  Returns the
+        packet sent, or None when the budget says wait.
+
+        The one way onto the air: encode, weigh the airtime, ask the budget, send, spend."""
+        radio = self.radio
+        assert radio is not None
+        if isinstance(payload, Frame):
+            data, port = frames.encode(payload, self.key, radio.node_num), self.cfg.port_num
+        else:
+            data, port = payload.encode("utf-8")[:200], TEXT_PORT
+        air = packet_airtime(len(data), port)
+        if not self.budget.allows(traffic, air):
+            return None
+        ack: dict[str, Any] = {}
+        if want_ack:
+            ack = {"onResponse": self._make_response_handler(radio.iface), "onResponseAckPermitted": True}
+        pkt = radio.call(lambda i: i.sendData(data, destinationId=destination, portNum=port, wantAck=want_ack,
+                                              channelIndex=self.cfg.channel_index, **ack), CALL_TIMEOUT)
+        self.budget.spend(air)
+        self.counters[self._SENT[traffic]] += 1
+        log.debug("mesh: sent %s packet %s (%d bytes)", traffic, pkt.id, len(data))
+        return pkt
+
+    def _send_row(self, item: OutboxItem) -> bool:
+        """Put one outbox row on the air.  False when the airtime budget says wait (the
+        drain stops there, so rows keep their order)."""
+        frame = self._frame_to_send(item)
+        if frame is None:
+            return True
+        pkt = self._transmit(frame, "alert" if item.attempts == 0 else "retry", want_ack=True)
+        if pkt is None:
+            self.counters["budget_waits"] += 1
+            return False
+        row = self._track(item, frame, pkt.id)
+        if item.attempts == 0:
+            self._tell_marshals(item, frame)
+        self._check_row(row)
+        return True
+
+    def _frame_to_send(self, item: OutboxItem) -> Frame | None:
+        """The row's frame; None (and the row taken off the mesh outbox) when it cannot go
+        on the mesh, or when it is a retry of a raise or escalation the alert has closed since."""
         env = item.envelope
-        alert = env.get("alert") or {}
         try:
             frame = self.frame_for(env)
         except (ValueError, KeyError, TypeError) as e:
@@ -594,44 +635,39 @@ class MeshLink:
                         item.event_id, e)
             self.hub.store.mark_delivered([item.id])
             self.counters["unsendable"] += 1
-            return True
+            return None
         if item.attempts > 0 and frame.type in (FrameType.RAISED, FrameType.ESCALATED):
-            current = self.hub.store.get_alert(alert["id"])
+            alert_id = env["alert"]["id"]
+            current = self.hub.store.get_alert(alert_id)
             if current is not None and not current.is_open:
                 log.info("mesh: %s of %s superseded (the alert is %s); not retried", env["type"],
-                         alert["id"], current.state)
+                         alert_id, current.state)
                 self.hub.store.mark_delivered([item.id])
                 self.counters["superseded"] += 1
-                return True
-        radio = self.radio
-        assert radio is not None
-        data = frames.encode(frame, self.key, radio.node_num)
-        air = packet_airtime(len(data), self.cfg.port_num)
-        if not self.budget.allows("alert" if item.attempts == 0 else "retry", air):
-            self.counters["budget_waits"] += 1
-            return False
-        handler = self._make_response_handler(radio.iface)
-        pkt = radio.call(lambda i: i.sendData(
-            data, destinationId=BROADCAST, portNum=self.cfg.port_num, wantAck=True, onResponse=handler,
-            onResponseAckPermitted=True, channelIndex=self.cfg.channel_index), CALL_TIMEOUT)
-        self.budget.spend(air)
-        self.counters["frames_sent"] += 1
+                return None
+        return frame
+
+    def _track(self, item: OutboxItem, frame: Frame, packet_id: int) -> _Row:
+        """Wait for the sent row's confirmation (holders' receipts, or the radio's ACK)."""
         if item.attempts:
             self.counters["retries"] += 1
-        row = _Row(item.id, frame.identity, pkt.id, item.attempts,
-                   time.monotonic() + self.cfg.ack_timeout, label=f"{env['type']} {alert.get('id')}")
+        label = f"{item.envelope['type']} {item.envelope['alert'].get('id')}"
+        row = _Row(item.id, frame.identity, packet_id, item.attempts,
+                   self.clock.monotonic() + self.cfg.ack_timeout, label=label)
         self._rows[item.id] = row
-        self._by_packet[pkt.id] = item.id
-        log.debug("mesh: sent %s (%d bytes, attempt %d)", row.label, len(data), item.attempts + 1)
-        if item.attempts == 0 and frame.origin == self.hub_id and frame.type in (FrameType.RAISED,
-                                                                                FrameType.ESCALATED):
-            pid = self._send_text(self._marshal_text(alert, frame.type))
-            if pid is not None:
-                self._texts[pid] = frame.seq
-                while len(self._texts) > 200:
-                    self._texts.popitem(last=False)
-        self._check_row(row)
-        return True
+        self._by_packet[packet_id] = item.id
+        log.debug("mesh: %s on the air (attempt %d)", row.label, item.attempts + 1)
+        return row
+
+    def _tell_marshals(self, item: OutboxItem, frame: Frame) -> None:
+        """A text for the marshals' handhelds on this hub's own raise or escalation."""
+        if frame.origin != self.hub_id or frame.type not in (FrameType.RAISED, FrameType.ESCALATED):
+            return
+        pid = self._send_text(self._marshal_text(item.envelope["alert"], frame.type))
+        if pid is not None:
+            self._texts[pid] = frame.seq
+            while len(self._texts) > 200:
+                self._texts.popitem(last=False)
 
     def frame_for(self, env: dict[str, Any]) -> Frame:
         """The frame carrying an outbox event (this hub's own, or one it relays)."""
@@ -639,7 +675,7 @@ class MeshLink:
         alert = env.get("alert")
         if ftype is None or not isinstance(alert, dict):
             raise ValueError(f"{env['type']} is not an alert transition")
-        now = int(self.clock())
+        now = int(self.clock.time())
         origin = alert["hub"]
         uplink = self.uplink_now() if origin == self.hub_id else \
             bool(((env.get("data") or {}).get("mesh") or {}).get("uplink"))
@@ -659,7 +695,7 @@ class MeshLink:
 
     def expected_holders(self) -> set[int]:
         """Neighbouring hubs heard directly within ``neighbour_timeout``."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         return {n.node for n in self.neighbours.values()
                 if n.direct_at and now - n.direct_at <= self.cfg.neighbour_timeout}
 
@@ -687,14 +723,15 @@ class MeshLink:
     def _fail(self, row: _Row, reason: str, retry_at: float | None = None) -> None:
         if retry_at is None:
             delay = min(self.cfg.retry_initial * (2 ** row.attempts), self.cfg.retry_max)
-            retry_at = self.clock() + delay * random.uniform(0.8, 1.2)
+            retry_at = self.clock.time() + delay * random.uniform(0.8, 1.2)
         self.hub.store.mark_failed(row.id, reason, retry_at)
         self.counters["failed_attempts"] += 1
-        log.info("mesh: %s not confirmed (%s); retry in %.1f s", row.label, reason, retry_at - self.clock())
+        log.info("mesh: %s not confirmed (%s); retry in %.1f s", row.label, reason,
+                 retry_at - self.clock.time())
         self._forget(row)
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for row in [r for r in self._rows.values() if r.deadline <= now]:
             self._check_row(row)
             if row.id not in self._rows:
@@ -710,7 +747,7 @@ class MeshLink:
         return f"{n.hub} (!{node:08x})" if n and n.hub else f"!{node:08x}"
 
     def _want_receipt(self, ident: Identity) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         holdoff = min(self.cfg.ack_timeout / 2, 10.0)
         if now - self._receipt_sent.get(ident, -1e9) < holdoff or ident in self._receipts:
             return
@@ -718,48 +755,33 @@ class MeshLink:
         self._receipts[ident] = now + random.uniform(0.0, min(0.5, holdoff / 4))
 
     def _send_receipts(self) -> None:
-        now = time.monotonic()
-        radio = self.radio
+        now = self.clock.monotonic()
         for ident, due in list(self._receipts.items()):
-            if due > now or radio is None:
+            if due > now or self.radio is None:
                 continue
             origin, seq, ftype, level = ident
-            frame = Frame(FrameType.HAVE, origin, int(self.clock()), seq=seq, level=level,
+            frame = Frame(FrameType.HAVE, origin, int(self.clock.time()), seq=seq, level=level,
                           ref_type=FrameType(ftype))
-            data = frames.encode(frame, self.key, radio.node_num)
-            air = packet_airtime(len(data), self.cfg.port_num)
-            if not self.budget.allows("receipt", air):
+            if self._transmit(frame, "receipt") is None:
                 return
             del self._receipts[ident]
-            radio.call(lambda i, data=data: i.sendData(
-                data, destinationId=BROADCAST, portNum=self.cfg.port_num, wantAck=False,
-                channelIndex=self.cfg.channel_index), CALL_TIMEOUT)
-            self.budget.spend(air)
             self._receipt_sent[ident] = now
-            self.counters["receipts_sent"] += 1
         if len(self._receipt_sent) > 2000:
             for k in [k for k, t in self._receipt_sent.items() if now - t > 600]:
                 del self._receipt_sent[k]
 
     def _beacon(self) -> None:
-        now = time.monotonic()
-        radio = self.radio
-        if radio is None or now < self._next_beacon:
+        now = self.clock.monotonic()
+        if self.radio is None or now < self._next_beacon:
             return
-        open_alerts = len(self.hub.store.alerts(open_only=True, remote=False, limit=255))
-        frame = Frame(FrameType.BEACON, self.hub_id, int(self.clock()), uplink=self.uplink_now(),
-                      open_alerts=open_alerts)
-        data = frames.encode(frame, self.key, radio.node_num)
-        air = packet_airtime(len(data), self.cfg.port_num)
         interval = self.cfg.beacon_interval
-        if self._rows or not self.budget.allows("beacon", air):
+        open_alerts = len(self.hub.store.alerts(open_only=True, remote=False, limit=255))
+        frame = Frame(FrameType.BEACON, self.hub_id, int(self.clock.time()), uplink=self.uplink_now(),
+                      open_alerts=open_alerts)
+        if self._rows or self._transmit(frame, "beacon") is None:
             # Alerts first: a beacon waits while frames are on the air or the budget is low.
             self._next_beacon = now + min(interval / 4, 5.0)
             return
-        radio.call(lambda i: i.sendData(data, destinationId=BROADCAST, portNum=self.cfg.port_num,
-                                        wantAck=False, channelIndex=self.cfg.channel_index), CALL_TIMEOUT)
-        self.budget.spend(air)
-        self.counters["beacons_sent"] += 1
         self._next_beacon = now + interval * random.uniform(0.9, 1.1)
 
 

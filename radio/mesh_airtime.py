@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -63,7 +64,7 @@ class AirtimeBudget:
     LIMITS = {"beacon": 0.5, "retry": 0.9, "receipt": 0.9, "text": 0.9, "alert": 1.0}
 
     def __init__(self, duty_cycle: float, window: float = 3600.0,
-                 clock=time.monotonic):  # noqa: ANN001 - any () -> float
+                 clock: Callable[[], float] = time.monotonic):
         self.duty_cycle = duty_cycle
         self.window = window
         self.clock = clock

@@ -28,6 +28,7 @@ packets other than by flooding, the node database beyond the node itself.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -169,8 +170,7 @@ class SimAir:
             self.stats.heard += 1
             node = self.nodes.get(peer)
             if node is not None:
-                self.later(airtime * self.time_scale + self.delay,
-                           lambda node=node, q=q: node.hear(data, q))
+                self.later(airtime * self.time_scale + self.delay, functools.partial(node.hear, data, q))
 
 
 class SimNode:
@@ -483,9 +483,13 @@ class SimNode:
             for f in ("rx_time", "rx_snr", "rx_rssi"):
                 relay.ClearField(f)
             self.air.later(self.air.random.uniform(0, self.air.contention),
-                           lambda: self.up and not self.frozen and self.air.transmit(self, relay))
+                           functools.partial(self._transmit_if_up, relay))
         elif p.to == BROADCAST and p.want_ack and p.hop_limit == 0:
             self._send_ack(p)
+
+    def _transmit_if_up(self, packet: mesh_pb2.MeshPacket) -> None:
+        if self.up and not self.frozen:
+            self.air.transmit(self, packet)
 
     def _send_ack(self, p: mesh_pb2.MeshPacket) -> None:
         ack = mesh_pb2.MeshPacket()
@@ -501,7 +505,7 @@ class SimNode:
         with self._lock:
             self._seen[(self.num, ack.id)] = time.monotonic()
         self.air.later(self.air.random.uniform(0, self.air.contention),
-                       lambda: self.up and not self.frozen and self.air.transmit(self, ack))
+                       functools.partial(self._transmit_if_up, ack))
 
 
 @dataclass

@@ -12,17 +12,21 @@ paho and records PUBACKs.  A new event's row, when it is next in line and the dr
 idle, is published and written to the socket by the thread that committed it (the
 hub's listener), so an alert does not wait for two thread wake-ups.  paho's callbacks
 never wait on the store for long.
+
+The link's life is one :class:`LinkState`; the rows on their way to the broker are one
+:class:`~hubd.radio.mqtt_inflight.InFlight`.  Snapshots, CAP and Home Assistant are side
+outputs (:class:`~hubd.radio.mqtt_output.MqttOutput`) that the link calls, nothing more.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import random
 import ssl
 import threading
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +36,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hubd import contract
+from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.commands import CommandProcessor
 from hubd.config import Config
 from hubd.contract import MAX_COMMAND_BYTES, MQTT_COMMANDS, Topics, parse_topic
 from hubd.lifecycle import Hub
 from hubd.model import Event
-from hubd.radio import cap, homeassistant
+from hubd.radio.cap import CapOutput
+from hubd.radio.homeassistant import HomeAssistantOutput
+from hubd.radio.mqtt_inflight import InFlight
+from hubd.radio.mqtt_output import Message, MqttOutput
+from hubd.radio.snapshots import SnapshotOutput
 from hubd.store import OutboxItem
 
 log = logging.getLogger("hubd.mqtt")
@@ -94,13 +103,33 @@ class _Client(mqtt.Client):
                 self.io_lock.release()
 
 
-@dataclass
-class _Row:
-    """Messages of one outbox row still waiting for their PUBACK."""
+class LinkState(enum.Enum):
+    """Where the link is in its life."""
 
-    mids: set[int] = field(default_factory=set)
-    sealed: bool = False  # every message of the row has been handed to paho
-    error: str | None = None
+    STOPPED = "stopped"  # not started, or stopped
+    CONNECTING = "connecting"  # no session: connecting, or waiting to try again
+    RESUMING = "resuming"  # CONNACKed; paho re-queues what was in flight: no new rows yet
+    READY = "ready"  # connected and resumed: rows flow
+    CLOSING = "closing"  # stop(): saying "offline, stopped", then disconnecting
+    STOPPING = "stopping"  # stop(): the connection is closed (or never was); the threads end
+
+
+#: Connected and not stopping.
+UP = (LinkState.RESUMING, LinkState.READY)
+
+
+def standard_outputs(config: Config, topics: Topics, hub: Hub,
+                     processor: CommandProcessor) -> list[MqttOutput]:
+    """The side outputs the configuration asks for: snapshots always; CAP and Home
+    Assistant when ``[mqtt] cap`` and ``homeassistant`` are on."""
+    assert config.mqtt is not None
+    outputs: list[MqttOutput] = [SnapshotOutput(config.hub.id, config.state_dir, topics.snapshot)]
+    if config.mqtt.cap:
+        outputs.append(CapOutput(topics.cap, config.hub.id, hub_name=config.hub.name,
+                                 location=config.hub.location))
+    if config.mqtt.homeassistant:
+        outputs.append(HomeAssistantOutput(config, topics, hub.status, processor.execute))
+    return outputs
 
 
 class MqttLink:
@@ -109,6 +138,9 @@ class MqttLink:
     :param config: the hub configuration (``config.mqtt`` must be set)
     :param hub: the core, whose store holds the outbox
     :param processor: the command path shared with the CLI and the page
+    :param clock: wall time for what is recorded, monotonic time for timers
+    :param outputs: the side outputs; by default those the configuration asks for
+        (:func:`standard_outputs`)
     """
 
     #: Reconnection backoff: the n-th failed attempt waits about min(MAX, MIN * 2**n), jittered.
@@ -127,7 +159,8 @@ class MqttLink:
     SETTLE_DELAY = 0.05
     ACTOR = "centre"
 
-    def __init__(self, config: Config, hub: Hub, processor: CommandProcessor):
+    def __init__(self, config: Config, hub: Hub, processor: CommandProcessor, *,
+                 clock: Clock = SYSTEM_CLOCK, outputs: Sequence[MqttOutput] | None = None):
         if config.mqtt is None:
             raise ValueError("MqttLink needs an [mqtt] section")
         self.config = config
@@ -135,25 +168,22 @@ class MqttLink:
         self.hub = hub
         self.store = hub.store
         self.processor = processor
+        self.clock = clock
         self.topics = topics_for(config)
         self.hub_id = config.hub.id
         self.v5 = self.cfg.protocol == "5"
-        self._lock = threading.Lock()
-        self._rows: dict[int, _Row] = {}
-        self._mid_row: dict[int, int | None] = {}
-        self._early: dict[int, Any] = {}
-        self._done: list[int] = []
-        self._failed: list[tuple[int, str]] = []
-        self._wake = threading.Event()
+        self.outputs = list(standard_outputs(config, self.topics, hub, processor) if outputs is None
+                            else outputs)
+        self._subscribers: dict[str, list[MqttOutput]] = {}
+        for output in self.outputs:
+            for topic in output.subscriptions():
+                self._subscribers.setdefault(topic, []).append(output)
+        self.state = LinkState.STOPPED
+        self._state_changed = threading.Condition()
+        self.inflight = InFlight(self.cfg.max_inflight)
+        self._wake = threading.Event()  # the drain has something to do
         self._filling = threading.Lock()  # one filler at a time, so rows leave in order
-        self._stopping = threading.Event()
-        self._closing = False
-        self._connected = threading.Event()  # CONNACKed and paho's resends queued: rows may flow
-        self._up = False  # CONNACKed (set in the callback, before paho re-sends what was in flight)
-        self._resume = False
-        self._ha_dirty = True
         self._threads: list[threading.Thread] = []
-        self._inflight_cap = self.cfg.max_inflight
         self._neighbours: dict[str, dict[str, Any]] = {}
         self.published = 0
         self.connects = 0
@@ -165,6 +195,7 @@ class MqttLink:
 
     def start(self) -> None:
         self.hub.subscribe(self._on_hub_event)
+        self._move(LinkState.CONNECTING)
         for name, target in (("hubd-mqtt", self._run_network), ("hubd-mqtt-drain", self._run_drain)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -174,45 +205,65 @@ class MqttLink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say 'offline, stopped' on the status topic (so the Will is not needed) and disconnect."""
-        self._closing = True
-        if self._up:
+        if self._move(LinkState.CLOSING, only_from=UP) in UP:
             try:
                 info = self._publish(self.topics.status, contract.dumps(contract.offline_payload(
-                    self.config.hub.ward, self.hub_id, "stopped", time.time())), retain=True)
-                deadline = time.monotonic() + min(2.0, timeout)
-                while info is not None and not info.is_published() and time.monotonic() < deadline \
-                        and self._up:
-                    time.sleep(0.02)
+                    self.config.hub.ward, self.hub_id, "stopped", self.clock.time())), retain=True)
+                deadline = self.clock.monotonic() + min(2.0, timeout)
+                while info is not None and not info.is_published() and self.clock.monotonic() < deadline:
+                    if self._wait_for(lambda: self.state is not LinkState.CLOSING, 0.02):
+                        break  # the connection dropped meanwhile
             except Exception:
                 log.exception("could not publish the offline status")
             self.client.disconnect()  # queued: hubd-mqtt writes it, closes the socket and ends
             for t in self._threads[:1]:
                 t.join(min(2.0, timeout))
-        self._stopping.set()
+        self._move(LinkState.STOPPING)
         self._wake.set()
         for t in self._threads:
             t.join(timeout)
         self._settle_store()
+        self._move(LinkState.STOPPED)
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def status(self) -> dict[str, Any]:
         stats = self.store.outbox_stats().get(DESTINATION, {"depth": 0, "oldest_age": None})
-        with self._lock:
-            inflight = len(self._rows)
         return {
-            "connected": self._connected.is_set(), "broker": f"{self.cfg.host}:{self.cfg.port}",
+            "connected": self.state in (LinkState.READY, LinkState.CLOSING),
+            "broker": f"{self.cfg.host}:{self.cfg.port}",
             "protocol": self.cfg.protocol, "tls": self.cfg.tls, "topic": self.topics.base,
             "connected_since": self.connected_since, "connects": self.connects,
-            "last_error": self.last_error, "inflight": inflight, "published": self.published,
+            "last_error": self.last_error, "inflight": self.inflight.in_flight(), "published": self.published,
             "outbox_depth": stats["depth"], "outbox_oldest_age": stats["oldest_age"],
             "neighbours": dict(self._neighbours),
         }
 
+    # --- the state ------------------------------------------------------------------------
+
+    def _move(self, to: LinkState, *, only_from: Collection[LinkState] | None = None) -> LinkState:
+        """Enter ``to`` (when in one of ``only_from``, if given); returns the state before.
+
+        Readers on hot paths read ``self.state`` without the lock: one attribute read."""
+        with self._state_changed:
+            before = self.state
+            if only_from is None or before in only_from:
+                self.state = to
+                self._state_changed.notify_all()
+            return before
+
+    def _wait_for(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``ready()`` (checked at each state change), at most ``timeout`` seconds."""
+        with self._state_changed:
+            return self._state_changed.wait_for(ready, timeout)
+
+    def _ending(self) -> bool:
+        return self.state in (LinkState.STOPPING, LinkState.STOPPED)
+
     # --- the client -----------------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _Client:
         cfg = self.cfg
         kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2,
                                   "client_id": f"hubd-{self.hub_id}",
@@ -251,7 +302,7 @@ class MqttLink:
 
     def _run_network(self) -> None:
         attempt = 0
-        while not self._stopping.is_set() and not self._closing:
+        while self.state is LinkState.CONNECTING:
             connects_before = self.connects
             try:
                 props = None
@@ -265,29 +316,28 @@ class MqttLink:
             except (OSError, ssl.SSLError, ValueError) as e:
                 self._note_error(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {e}")
             else:
-                while not self._stopping.is_set() and self.client.socket() is not None:
+                while not self._ending() and self.client.socket() is not None:
                     rc = self.client.loop(timeout=0.2)
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
-                    if self._resume and self._up:
-                        # paho calls on_connect *before* it re-sends the messages that were in
-                        # flight; only once loop() has returned are they queued, so new rows
-                        # published from now on go after them and the order holds.
-                        self._resume = False
-                        self._connected.set()
+                    # paho calls on_connect *before* it re-sends the messages that were in
+                    # flight; only once loop() has returned are they queued, so new rows
+                    # published from now on go after them and the order holds.
+                    if self.state is LinkState.RESUMING and self._move(
+                            LinkState.READY, only_from=(LinkState.RESUMING,)) is LinkState.RESUMING:
                         self._wake.set()
-            self._connected.clear()
-            if self._stopping.is_set() or self._closing:
+            self._move(LinkState.CONNECTING, only_from=UP)
+            if self.state is not LinkState.CONNECTING:
                 break
             attempt = 1 if self.connects > connects_before else attempt + 1
-            self._stopping.wait(self._backoff(attempt))
+            self._wait_for(lambda: self.state is not LinkState.CONNECTING, self._backoff(attempt))
 
     def _note_error(self, message: str) -> None:
         if message != self.last_error:
             log.warning("%s", message)
         self.last_error = message
         health = self.hub.health.get("mqtt")
-        if not self._closing and (health is None or health.status != "fault"):
+        if self.state in (LinkState.CONNECTING, *UP) and (health is None or health.status != "fault"):
             # One fault event per outage, not one per reconnection attempt.
             self.hub.set_health("mqtt", "fault", message)
 
@@ -297,16 +347,14 @@ class MqttLink:
             self._note_error(f"broker {self.cfg.host}:{self.cfg.port} refused the connection: {reason}")
             return
         if properties is not None and hasattr(properties, "ReceiveMaximum"):
-            self._inflight_cap = max(1, min(self.cfg.max_inflight, properties.ReceiveMaximum))
+            self.inflight.resize(max(1, min(self.cfg.max_inflight, properties.ReceiveMaximum)))
         self.connects += 1
-        self.connected_since = time.time()
-        self._up = True
-        self._resume = True
+        self.connected_since = self.clock.time()
+        if self._move(LinkState.RESUMING, only_from=(LinkState.CONNECTING,)) is not LinkState.CONNECTING:
+            return  # stopping: nothing more to say
         log.info("connected to %s:%d (session %s)", self.cfg.host, self.cfg.port,
                  "resumed" if flags.session_present else "new")
-        subs = [(self.topics.cmd, 1)]
-        if self.cfg.homeassistant:
-            subs.append((self.topics.ha_siren_set, 1))
+        subs = [(self.topics.cmd, 1)] + [(topic, 1) for topic in self._subscribers]
         for n in self.cfg.neighbours:
             if n != self.hub_id:
                 subs += [(self.topics.of(n).events, 1), (self.topics.of(n).status, 1)]
@@ -314,86 +362,56 @@ class MqttLink:
         self.last_error = ""
         self.hub.set_health("mqtt", "ok")
         self._publish_status()
-        if self.cfg.homeassistant:
-            for topic, payload in homeassistant.discovery_messages(self.config, self.topics):
-                self._publish(topic, contract.dumps(payload), retain=True)
-            self._ha_dirty = True
+        for output in self.outputs:
+            output.on_connect(self._publish_message)
         self._wake.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        was_connected = self._up
-        self._up = False
-        self._connected.clear()
-        if was_connected and not self._closing:  # after a refused CONNACK, keep saying why
+        before = self._move(LinkState.CONNECTING, only_from=UP)
+        if before in UP:  # after a refused CONNACK, keep saying why
             self._note_error(f"disconnected from {self.cfg.host}:{self.cfg.port}: {reason}")
+        else:
+            self._move(LinkState.STOPPING, only_from=(LinkState.CLOSING,))
 
     # --- publishing and PUBACKs -----------------------------------------------------------
 
     def _publish(self, topic: str, payload: bytes, *, retain: bool = False, row: int | None = None,
                  properties: Properties | None = None) -> mqtt.MQTTMessageInfo | None:
-        """Hand one QoS 1 message to paho and remember its mid (for ``row``, if any).
+        """Hand one QoS 1 message to paho and tell the in-flight tracker its mid (for
+        ``row``, if any).
 
-        Never called with our lock held: paho calls ``on_publish`` under its own lock, so
-        a PUBACK can arrive before ``publish`` returns; such early ones wait in ``_early``."""
+        paho calls ``on_publish`` under its own lock, so a PUBACK can arrive before
+        ``publish`` returns; the tracker keeps such early ones until it learns the mid."""
         try:
             info = self.client.publish(topic, payload, qos=1, retain=retain,
                                        properties=properties if self.v5 else None)
         except ValueError as e:
             log.error("cannot publish on %s: %s", topic, e)
             if row is not None:
-                with self._lock:
-                    self._rows[row].error = str(e)
+                self.inflight.refused(row, str(e))
             return None
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             # NO_CONN is fine: paho keeps the message and sends it after the reconnect.
             log.warning("paho refused a message on %s: %s", topic, mqtt.error_string(info.rc))
             if row is not None:
-                with self._lock:
-                    self._rows[row].error = mqtt.error_string(info.rc)
+                self.inflight.refused(row, mqtt.error_string(info.rc))
             return None
-        with self._lock:
-            early = self._early.pop(info.mid, None)
-            if early is None:
-                self._mid_row[info.mid] = row
-                if row is not None:
-                    self._rows[row].mids.add(info.mid)
-            elif row is not None and early.is_failure:
-                self._rows[row].error = f"broker refused: {early}"
+        self.inflight.sent(info.mid, row)
         return info
+
+    def _publish_message(self, message: Message, row: int | None = None, event_id: str = "") -> None:
+        props = self._props(message.content_type, event_id) if message.content_type else None
+        self._publish(message.topic, message.payload, retain=message.retain, row=row, properties=props)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
-        with self._lock:
-            if mid not in self._mid_row:
-                self._early[mid] = reason
-                return
-            row = self._mid_row.pop(mid)
-            if row is None:
-                if reason.is_failure:
-                    log.warning("broker refused message %d: %s", mid, reason)
-                return
-            state = self._rows.get(row)
-            if state is None:
-                return
-            state.mids.discard(mid)
-            if reason.is_failure:
-                state.error = f"broker refused: {reason}"
-            self._finish_if_done(row, state)
-        self._wake.set()
-
-    def _finish_if_done(self, row: int, state: _Row) -> None:
-        # Caller holds the lock.
-        if state.sealed and not state.mids:
-            del self._rows[row]
-            if state.error:
-                self._failed.append((row, state.error))
-            else:
-                self._done.append(row)
+        if self.inflight.acked(mid, str(reason) if reason.is_failure else None):
+            self._wake.set()
 
     def _publish_status(self) -> None:
         try:
-            payload = status_message(self.hub.status(), time.time())
+            payload = status_message(self.hub.status(), self.clock.time())
         except Exception:
             log.exception("cannot build the status")
             return
@@ -407,9 +425,8 @@ class MqttLink:
         # to hubd-mqtt-drain and then to hubd-mqtt would cost two thread wake-ups, each
         # about as long as the broker's round trip.  Never waits: if the drain or the
         # network thread is busy, they send the row themselves.
-        if event.type.startswith("alert.") or event.type.startswith("siren."):
-            self._ha_dirty = True
-        if self._connected.is_set() and not self._closing and self._filling.acquire(blocking=False):
+        outputs_due = any([output.on_event(event) for output in self.outputs])
+        if self.state is LinkState.READY and self._filling.acquire(blocking=False):
             try:
                 more = self._send_new(event, envelope)
                 self.client.write_now()
@@ -419,69 +436,54 @@ class MqttLink:
                 more = True
             finally:
                 self._filling.release()
-            if not more and not (self.cfg.homeassistant and self._ha_dirty):
+            if not more and not outputs_due:
                 return
         self._wake.set()
 
     def _run_drain(self) -> None:
-        next_status = time.monotonic() + self.STATUS_INTERVAL
-        last_settle = time.monotonic()
-        while not self._stopping.is_set():
+        next_status = self.clock.monotonic() + self.STATUS_INTERVAL
+        last_settle = self.clock.monotonic()
+        while not self._ending():
             self._wake.wait(1.0)
             self._wake.clear()
             try:
                 backlog = False
-                if self._connected.is_set() and not self._closing:
+                if self.state is LinkState.READY:
                     with self._filling:
                         backlog = self._fill()
                 # Recording deliveries costs an fsync: while a backlog drains, batch them
                 # (the rows stay excluded from pending() until written), so publishing
                 # does not stall on the disk; with no backlog, record at once.
-                with self._lock:
-                    settled = len(self._done) + len(self._failed)
+                settled = self.inflight.settled_count()
                 if settled and (not backlog or settled >= self.SETTLE_BATCH
-                                or time.monotonic() - last_settle >= self.SETTLE_DELAY):
+                                or self.clock.monotonic() - last_settle >= self.SETTLE_DELAY):
                     self._settle_store()
-                    last_settle = time.monotonic()
-                if self._connected.is_set() and not self._closing:
-                    if time.monotonic() >= next_status:
-                        next_status = time.monotonic() + self.STATUS_INTERVAL
+                    last_settle = self.clock.monotonic()
+                if self.state is LinkState.READY:
+                    periodic = self.clock.monotonic() >= next_status
+                    if periodic:
+                        next_status = self.clock.monotonic() + self.STATUS_INTERVAL
                         self._publish_status()
-                        self._ha_dirty = self._ha_dirty or self.cfg.homeassistant
-                    if self.cfg.homeassistant and self._ha_dirty:
-                        self._ha_dirty = False
-                        state = homeassistant.state_payload(self.config, self.hub.status())
-                        self._publish(self.topics.ha_state, contract.dumps(state), retain=True)
+                    for output in self.outputs:
+                        output.publish_due(self._publish_message, periodic)
             except Exception:
                 # The store or paho failed; the rows stay pending.  Keep the thread alive.
                 log.exception("MQTT drain failed; retrying")
-                self._stopping.wait(1.0)
+                self._wait_for(self._ending, 1.0)
 
     def _settle_store(self) -> None:
-        with self._lock:
-            done, failed = list(self._done), list(self._failed)
-        if done:
-            self.store.mark_delivered(done)
-            self.published += len(done)
-        now = time.time()
-        for row, error in failed:
-            attempts = self.store.query("SELECT attempts FROM outbox WHERE id = ?", (row,))
-            n = attempts[0]["attempts"] if attempts else 0
-            delay = min(self.RETRY_MAX, self.RETRY_MIN * 2 ** n)
+        settled = self.inflight.settled()
+        if settled.delivered:
+            self.store.mark_delivered(settled.delivered)
+            self.published += len(settled.delivered)
+        now = self.clock.time()
+        for row, error in settled.refused:
+            delay = min(self.RETRY_MAX, self.RETRY_MIN * 2 ** self.store.outbox_attempts(row))
             log.warning("outbox row %d refused (%s); retrying in %.0f s", row, error, delay)
             self.store.mark_failed(row, error, now + delay)
-        if done or failed:
-            with self._lock:
-                # Only now may the rows leave the exclusion set: the store says delivered.
-                del self._done[:len(done)]
-                del self._failed[:len(failed)]
-
-    def _window(self) -> tuple[int, set[int]]:
-        """Room in the in-flight window, and the rows pending() must skip (in flight, or
-        delivered or refused but not yet recorded)."""
-        with self._lock:
-            return (self._inflight_cap - len(self._rows),
-                    set(self._rows) | set(self._done) | {r for r, _ in self._failed})
+        if settled:
+            # Only now may the rows leave the busy set: the store says delivered.
+            self.inflight.recorded(settled)
 
     def _send_new(self, event: Event, envelope: dict[str, Any]) -> bool:
         """Publish the row just queued with ``event`` if it is next in line (it usually is:
@@ -490,7 +492,7 @@ class MqttLink:
         row = next(((r, p) for d, r, p in event.outbox if d == DESTINATION), None)
         if row is None:
             return True  # nothing new for us; let the drain look
-        room, busy = self._window()
+        room, busy = self.inflight.window()
         if room <= 0:
             return True
         if row[0] in busy:
@@ -507,8 +509,8 @@ class MqttLink:
 
     def _fill(self) -> bool:
         """Publish pending rows while the window has room; True if rows may still be waiting."""
-        while self._connected.is_set() and not self._stopping.is_set():
-            room, busy = self._window()
+        while self.state is LinkState.READY:
+            room, busy = self.inflight.window()
             if room <= 0:
                 return True
             items = self.store.pending(DESTINATION, limit=room, exclude=busy)
@@ -519,13 +521,21 @@ class MqttLink:
         return False
 
     def _publish_row(self, item: OutboxItem) -> None:
-        with self._lock:
-            self._rows[item.id] = state = _Row()
-        for topic, payload, props in self._messages(item):
-            self._publish(topic, payload, row=item.id, properties=props)
-        with self._lock:
-            state.sealed = True
-            self._finish_if_done(item.id, state)
+        """The row's event, then what the side outputs add to it."""
+        self.inflight.open(item.id)
+        try:
+            env = contract.outgoing_envelope(item.envelope, self.hub_id)
+            # No properties on events: packing them costs a quarter of the drain's time, and
+            # the payload says all (its content type is fixed by the contract).
+            self._publish(self.topics.events, contract.dumps(env), row=item.id)
+            for output in self.outputs:
+                for message in output.messages(env):
+                    self._publish_message(message, row=item.id, event_id=item.event_id)
+        except Exception as e:
+            self.inflight.refused(item.id, f"{type(e).__name__}: {e}")  # retried, not lost
+            raise
+        finally:
+            self.inflight.seal(item.id)
 
     def _props(self, content_type: str, event_id: str) -> Properties | None:
         if not self.v5:
@@ -535,49 +545,15 @@ class MqttLink:
         p.UserProperty = [("event-id", event_id)]
         return p
 
-    def _messages(self, item: OutboxItem) -> list[tuple[str, bytes, Properties | None]]:
-        """The messages that deliver one outbox row: the event, and its JPEG or CAP."""
-        env = contract.outgoing_envelope(item.envelope, self.hub_id)
-        # No properties on events: packing them costs a quarter of the drain's time, and the
-        # payload says all (its content type is fixed by the contract).
-        out: list[tuple[str, bytes, Properties | None]] = [(self.topics.events, contract.dumps(env), None)]
-        local = env.get("hub") == self.hub_id
-        if local and item.type == "alert.snapshot":
-            jpeg = self._snapshot_bytes(env)
-            alert_id = (env.get("alert") or {}).get("id")
-            if jpeg is not None and alert_id:
-                out.append((self.topics.snapshot(alert_id), jpeg, self._props("image/jpeg", item.event_id)))
-        if local and self.cfg.cap:
-            xml = cap.cap_alert(env, hub_name=self.config.hub.name, location=self.config.hub.location)
-            if xml is not None:
-                out.append((self.topics.cap, xml, self._props("application/cap+xml", item.event_id)))
-        return out
-
-    def _snapshot_bytes(self, env: dict[str, Any]) -> bytes | None:
-        rel = (env.get("data") or {}).get("path")
-        if not isinstance(rel, str):
-            log.warning("snapshot event %s has no path", env["id"])
-            return None
-        base = self.config.state_dir.resolve()
-        path = (base / rel).resolve()
-        if not path.is_relative_to(base):
-            log.warning("snapshot event %s names a path outside the state directory: %s", env["id"], rel)
-            return None
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            # Retention may have removed it; the event still goes, so the centre knows it existed.
-            log.warning("snapshot %s for %s is gone: %s", rel, env["id"], e.strerror)
-            return None
-
     # --- incoming -------------------------------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             if msg.topic == self.topics.cmd:
                 self._on_command(msg)
-            elif self.cfg.homeassistant and msg.topic == self.topics.ha_siren_set:
-                self._on_ha_siren(msg)
+            elif msg.topic in self._subscribers:
+                if any([o.on_message(msg.topic, bytes(msg.payload)) for o in self._subscribers[msg.topic]]):
+                    self._wake.set()
             else:
                 where = parse_topic(self.topics.root, msg.topic)
                 if where and where.ward == self.topics.ward and where.hub in self.cfg.neighbours:
@@ -639,19 +615,7 @@ class MqttLink:
         self.store.save_command_reply(command_id, result)
         return contract.reply_payload(hub, command_id, result)
 
-    def _on_ha_siren(self, msg: mqtt.MQTTMessage) -> None:
-        word = msg.payload.decode("utf-8", "replace").strip().upper()
-        if word not in ("ON", "OFF"):
-            log.warning("Home Assistant siren command %r ignored: expected ON or OFF", word[:20])
-            return
-        reply = self.processor.execute({"cmd": "siren_test" if word == "ON" else "silence"},
-                                       "homeassistant")
-        if not reply["ok"]:
-            log.warning("Home Assistant siren %s failed: %s", word, reply["error"]["message"])
-        self._ha_dirty = True
-        self._wake.set()
-
-    def _on_neighbour_event(self, neighbour: str, payload: bytes) -> None:
+    def _on_neighbour_event(self, neighbour: str, payload: bytes | bytearray) -> None:
         try:
             env = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -676,12 +640,12 @@ class MqttLink:
             if self.cfg.chime_on_neighbour and not alert.get("silent"):
                 self.hub.chime(f"mqtt:{env['hub']}")
 
-    def _on_neighbour_status(self, neighbour: str, payload: bytes) -> None:
+    def _on_neighbour_status(self, neighbour: str, payload: bytes | bytearray) -> None:
         try:
             status = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             return
         if isinstance(status, dict) and not contract.problems("status", status):
             self._neighbours[neighbour] = {"online": status["online"], "time": status.get("time"),
-                                           "heard_at": time.time()}
+                                           "heard_at": self.clock.time()}
 

@@ -41,7 +41,7 @@ from hubd.config import ButtonConfig, TamperConfig
 from hubd.lifecycle import Hub
 from hubd.model import Event, TransitionError
 from hubd.sensors.gpio import InputLine
-from hubd.sensors.timers import Handle, Timers
+from hubd.timers import Handle, Timers
 
 log = logging.getLogger("hubd.sensors.button")
 
@@ -186,8 +186,7 @@ class PanicButton:
             return
         alert = self.open_alert
         if alert is not None:
-            if (self.can_cancel and alert.state == "raised"
-                    and self.hub.clock() - alert.raised_at <= self.hub.config.protocol.cancel_window):
+            if self.can_cancel and alert.state == "raised" and self.hub.within_cancel_window(alert):
                 self._role = _AGAIN_PENDING
                 self._cancel_timer = self.timers.call_at(now + self.config.cancel_hold, self._cancel_due(no))
             else:

@@ -19,7 +19,7 @@ from hubd.sensors.buttons import PanicButton, tamper_input
 from hubd.sensors.gpio import make_pin_factory
 from hubd.sensors.sirens import Siren
 from hubd.sensors.snapshots import SnapshotTaker
-from hubd.sensors.timers import Timers
+from hubd.timers import Timers
 
 log = logging.getLogger("hubd.sensors")
 

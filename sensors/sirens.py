@@ -3,7 +3,7 @@
 A :class:`Siren` implements the core's ``Sounder`` protocol.  ``sound()`` switches
 the output on in the caller's thread (the core calls it before any disk I/O) and
 leaves the rest of the pattern, the max on-time and the feedback checks to a
-:class:`~hubd.sensors.timers.Timers` thread, so no call ever blocks.
+:class:`~hubd.timers.Timers` thread, so no call ever blocks.
 
 The siren reports to the hub through two callbacks given by the wiring, so the
 core never imports this module: ``on_event(type, data)`` (``siren.timeout``) and
@@ -24,7 +24,7 @@ from gpiozero import DigitalOutputDevice, Factory
 
 from hubd.config import SirenConfig
 from hubd.sensors.gpio import InputLine
-from hubd.sensors.timers import Handle, Timers
+from hubd.timers import Handle, Timers
 
 log = logging.getLogger("hubd.sensors.siren")
 

@@ -4,28 +4,18 @@ exactly and without sleeping."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from support import ManualClock
 
 from hubd.config import Config, parse_config
 from hubd.lifecycle import Hub
 from hubd.sensors.buttons import PanicButton, tamper_input
 from hubd.sensors.sirens import Siren
-from hubd.sensors.timers import Timers
 from hubd.store import Store
-
-
-class ManualClock:
-    """Seconds that move only when the test says so."""
-
-    def __init__(self, start: float | None = None):
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
+from hubd.timers import Timers
 
 
 class Rig:

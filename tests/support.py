@@ -163,10 +163,12 @@ def hub_config(tmp: Path, *, hub_id: str = "hub-1", ward: str = "ward-7", web_po
 
 
 class HubProcess:
-    """A ``hubd run`` subprocess with mock pins."""
+    """A ``hubd run`` subprocess with mock pins (or ``command``, a program that runs the daemon
+    another way: see hung_core.py)."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None):
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, command: list[str] | None = None):
         self.config = Path(config)
+        self.command = command or [*HUBD, "run", "-c", str(self.config)]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         if "NOTIFY_SOCKET" not in (env or {}):
             self.env.pop("NOTIFY_SOCKET", None)
@@ -175,8 +177,8 @@ class HubProcess:
 
     def start(self, wait: bool = True) -> HubProcess:
         self._logf = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([*HUBD, "run", "-c", str(self.config)], env=self.env,
-                                     stdout=self._logf, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(self.command, env=self.env, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     cwd=REPO)
         if wait:
             wait_for(self._ready, 20, message=f"hubd ready ({self.log})")
         return self
@@ -224,17 +226,56 @@ class HubProcess:
             self._logf.close()
 
 
-def local_hub(tmp: Path, *, cancel_window: float = 30, escalation: tuple[float, ...] = (60, 180, 600),
-              clock: Callable[[], float] | None = None, extra: dict | None = None):
-    """An in-process Hub on a real SQLite file (no hardware, scheduler not started)."""
-    import time as _time
+class ManualClock:
+    """Time that moves only when the test says so (a ``hubd.clock.Clock``).
 
+    ``now`` is the monotonic time, and the wall time too until ``jump`` moves the wall
+    clock alone (as NTP's first answer does).  Calling it gives ``now``, for the sensors'
+    timers, which take a monotonic ``() -> float``."""
+
+    def __init__(self, start: float | None = None):
+        self.now = time.time() if start is None else start
+        self.wall_offset = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now + self.wall_offset
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def jump(self, seconds: float) -> None:
+        """Move the wall clock alone."""
+        self.wall_offset += seconds
+
+
+class ShiftedClock:
+    """The system's clocks, both ``shift`` seconds ahead (to step past a window at once)."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.shift
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.shift
+
+
+def local_hub(tmp: Path, *, cancel_window: float = 30, escalation: tuple[float, ...] = (60, 180, 600),
+              clock: Any = None, extra: dict | None = None, hub_id: str = "h1"):
+    """An in-process Hub on a real SQLite file (no hardware, timers not started); ``clock``
+    is a ``hubd.clock.Clock`` for both (the system's by default)."""
+    from hubd.clock import SYSTEM_CLOCK
     from hubd.config import parse_config
     from hubd.lifecycle import Hub
     from hubd.store import Store
 
-    cfg = parse_config({"hub": {"ward": "w", "id": "h1", "state_dir": str(tmp)},
+    cfg = parse_config({"hub": {"ward": "w", "id": hub_id, "state_dir": str(tmp)},
                         "protocol": {"cancel_window": cancel_window, "escalation": list(escalation)},
                         **(extra or {})}, check_files=False)
-    store = Store(cfg.store_path)
-    return Hub(cfg, store, clock=clock or _time.time), store
+    clock = clock or SYSTEM_CLOCK
+    store = Store(cfg.store_path, clock=clock)
+    return Hub(cfg, store, clock=clock), store

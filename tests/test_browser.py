@@ -162,3 +162,21 @@ def test_viewer_sees_the_alert_but_gets_no_buttons(hub: HubProcess, browser) -> 
     assert status == 403
     assert hub.cli_json("alerts")["result"][0]["state"] == "raised"
     ctx.close()
+
+
+def test_every_page_says_live_while_the_hub_runs(hub: HubProcess, browser) -> None:
+    """The Events and Config pages have no live part, yet the hub is reachable: the badge says so,
+    and a new alert still pops up there."""
+    ctx = browser.new_context(viewport=PHONE)
+    page = ctx.new_page()
+    url = _url(hub)
+    _login(page, url, "alice")
+    for path in ("/events", "/config"):
+        page.goto(url + path)
+        page.wait_for_selector("#live.on", timeout=15_000)
+        assert page.locator("#live").inner_text() == "live"
+    assert hub.cli("press", "gate").returncode == 0
+    page.locator("#toasts .toast.alarm").wait_for(timeout=10_000)
+    assert "ALERT PANIC" in page.locator("#toasts").inner_text()
+    ctx.close()
+

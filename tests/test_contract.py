@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import struct
 from pathlib import Path
 
 import pytest
@@ -167,23 +168,64 @@ def test_canonical_is_independent_of_key_order_and_reads_back(payload: dict[str,
     reordered = dict(reversed(list(payload.items())))
     assert canonical(payload) == canonical(reordered) == canonical(payload)
     assert canonical(json.loads(canonical(payload))) == canonical(payload)
-    assert json.loads(canonical(payload)) == json.loads(json.dumps(payload))
+    # The same JSON value, as every reader sees it: numbers are doubles (RFC 8785).
+    assert json.loads(canonical(payload), parse_int=float) == json.loads(json.dumps(payload), parse_int=float)
+
+
+@given(json_values, st.floats(allow_nan=False, allow_infinity=False))
+def test_canonical_fast_path_writes_what_rfc_8785_does(value: object, x: float) -> None:
+    from hubd.contract.canonical import _write
+
+    for payload in ({"k": value, "x": [x, -x, x / 7]}, [value], value):
+        slow: list[str] = []
+        _write(payload, slow)
+        assert canonical(payload) == "".join(slow).encode("utf-8")
 
 
 def test_canonical_form() -> None:
     assert canonical({"b": 1, "a": [1.0, "é", None, True], "c": {"z": 0.1, "y": 1e16}}) == \
-        '{"a":[1.0,"é",null,true],"b":1,"c":{"y":1e+16,"z":0.1}}'.encode()
+        '{"a":[1,"é",null,true],"b":1,"c":{"y":10000000000000000,"z":0.1}}'.encode()
     envelope = Event("hub-1:e1", "siren.test", 1.5, "hub-1", "system").envelope("ward-7", None)
     assert canonical(envelope) == canonical(dict(sorted(envelope.items())))
 
 
 @pytest.mark.parametrize("bad", [
     math.nan, {"t": math.inf}, [-math.inf], {"a": {"b": [math.nan]}}, {1: "x"}, {"a": {None: 1}},
-    "\ud800", {"\udfff": 1},
+    "\ud800", {"\udfff": 1}, 10**400,
 ])
 def test_canonical_refuses_what_json_cannot_say_once(bad: object) -> None:
     with pytest.raises(ValueError):
         canonical(bad)
+
+
+def test_canonical_is_rfc_8785() -> None:
+    # The example of RFC 8785, section 3.2.2 (its input as Python values).
+    value = {"numbers": [333333333.33333329, 1e30, 4.50, 2e-3, 0.000000000000000000000000001],
+             "string": "\u20ac$\u000f\u000aA'\u0042\u0022\u005c\\\"/", "literals": [None, True, False]}
+    assert canonical(value) == ('{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,'
+                                '1e-27],"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}').encode()
+    # Its number vectors (appendix B), by IEEE 754 bit pattern.
+    vectors = {
+        0x0000000000000000: "0", 0x8000000000000000: "0", 0x0000000000000001: "5e-324",
+        0x8000000000000001: "-5e-324", 0x7FEFFFFFFFFFFFFF: "1.7976931348623157e+308",
+        0xFFEFFFFFFFFFFFFF: "-1.7976931348623157e+308", 0x4340000000000000: "9007199254740992",
+        0xC340000000000000: "-9007199254740992", 0x4430000000000000: "295147905179352830000",
+        0x44B52D02C7E14AF5: "9.999999999999997e+22", 0x44B52D02C7E14AF6: "1e+23",
+        0x44B52D02C7E14AF7: "1.0000000000000001e+23", 0x444B1AE4D6E2EF4E: "999999999999999700000",
+        0x444B1AE4D6E2EF4F: "999999999999999900000", 0x444B1AE4D6E2EF50: "1e+21",
+        0x3EB0C6F7A0B5ED8C: "9.999999999999997e-7", 0x3EB0C6F7A0B5ED8D: "0.000001",
+        0x41B3DE4355555553: "333333333.3333332", 0x41B3DE4355555554: "333333333.33333325",
+        0x41B3DE4355555555: "333333333.3333333", 0x41B3DE4355555556: "333333333.3333334",
+        0x41B3DE4355555557: "333333333.33333343", 0xBECBF647612F3696: "-0.0000033333333333333333",
+        0x43143FF3C1CB0959: "1424953923781206.2",
+    }
+    for bits, text in vectors.items():
+        (x,) = struct.unpack(">d", bits.to_bytes(8, "big"))
+        assert canonical(x) == text.encode(), hex(bits)
+    # Keys sort by UTF-16 code units: U+FB33 (one unit) after U+1F600 (a surrogate pair, D83D...).
+    assert canonical({"\ufb33": 1, "\U0001f600": 2, "a": 3}) == '{"a":3,"\U0001f600":2,"\ufb33":1}'.encode()
+    # Numbers are doubles, so a whole float and an integer are one number.
+    assert canonical({"t": 1763712000.0}) == canonical({"t": 1763712000}) == b'{"t":1763712000}'
 
 
 # --- builders against their schemas ---------------------------------------------------------
@@ -296,5 +338,7 @@ def test_the_contract_imports_nothing_of_the_hub() -> None:
                 if top == "hubd":
                     assert name.startswith("hubd.contract") or name in allowed_hubd, (module.name, name)
                 else:
-                    assert top in {"__future__", "collections", "copy", "dataclasses", "functools", "json",
-                                   "pathlib", "re", "typing", "jsonschema"}, (module.name, name)
+                    assert top in {"__future__", "base64", "binascii", "collections", "contextlib", "copy",
+                                   "dataclasses", "enum", "functools", "json", "math", "os", "pathlib", "re",
+                                   "stat", "struct", "typing", "jsonschema", "cryptography"}, \
+                        (module.name, name)

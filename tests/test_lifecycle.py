@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import local_hub, wait_for
+from support import ManualClock, local_hub, wait_for
 
 from hubd.model import TRANSITIONS, AlertState, TransitionError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingSounder:
@@ -87,7 +79,7 @@ def test_illegal_transition_is_refused_and_changes_nothing(tmp_path: Path) -> No
 
 
 def test_cancel_only_inside_the_window(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     hub, store = local_hub(tmp_path, cancel_window=30, clock=clock)
     s = RecordingSounder()
     hub.add_sounder(s)
@@ -166,8 +158,7 @@ def test_events_get_one_outbox_row_per_destination(tmp_path: Path) -> None:
 
 def test_remote_events_are_deduplicated_and_never_roll_back(tmp_path: Path) -> None:
     hub, store = local_hub(tmp_path)
-    other, other_store = local_hub(tmp_path / "other")
-    other.hub_id = "h2"
+    other, other_store = local_hub(tmp_path / "other", hub_id="h2")
     a = other.raise_alert("gate", "panic")
     raised = other_store.events(alert_id=a.id)[0]["envelope"]
     other.acknowledge(a.id, "x")
@@ -192,7 +183,7 @@ OPS = st.lists(st.tuples(st.sampled_from(["raise", "ack", "resolve", "cancel", "
 @given(ops=OPS)
 def test_random_command_sequences_never_reach_an_illegal_state(ops) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        clock = Clock()
+        clock = ManualClock(1_000_000.0)
         hub, store = local_hub(Path(tmp), cancel_window=10, clock=clock)
         ids: list[str] = []
         for op, i, outcome in ops:

@@ -1,7 +1,7 @@
 """The mesh link: real hub cores and the real ``meshtastic`` TCPInterface against simulated radios.
 
 Times in these tests are bounds, never measurements: the air runs at 1/50 of LongFast
-airtime and the link's timers are short (``hubd.radio.mesh_lab.FAST_MESH``).
+airtime and the link's timers are short (``mesh_lab.FAST_MESH``, tests/mesh_lab.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mesh_lab import Lab, LabHub
 from meshtastic.protobuf import mesh_pb2
 from meshtastic.tcp_interface import TCPInterface
 from pubsub import pub
@@ -19,7 +20,6 @@ from support import wait_for
 
 from hubd.radio import frames
 from hubd.radio.frames import Frame, FrameType
-from hubd.radio.mesh_lab import Lab, LabHub
 
 #: Every hub of the 10-hub chain learns every alert within this many seconds (simulated air,
 #: 20 % loss on each link, hop limit 1: relaying by the hubs carries alerts down the chain).
@@ -271,7 +271,9 @@ def test_gateway_hands_alerts_from_hubs_without_uplink_to_mqtt_once(lab: Lab) ->
 
 
 def test_a_hub_that_cannot_use_the_mesh_says_why_and_keeps_running(tmp_path: Path) -> None:
-    from hubd.radio.mesh_lab import lab_config, write_key
+    from mesh_lab import lab_config
+
+    from hubd.radio.frames import write_key
 
     key_file = tmp_path / "network.key"
     write_key(key_file)

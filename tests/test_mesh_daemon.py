@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mesh_lab import FAST_MESH
 from support import HubProcess, hub_config, wait_for
 
-from hubd.radio.mesh_lab import FAST_MESH, write_key
+from hubd.radio.frames import write_key
 from hubd.radio.meshsim import SimAir
 
 

@@ -2,15 +2,15 @@
 
 The test binds a unix datagram socket and passes it as ``NOTIFY_SOCKET`` with a small
 ``WATCHDOG_USEC``, exactly as systemd does for ``Type=notify`` + ``WatchdogSec=``.  It
-then makes the core hang through a test-only command (``test_hang``, registered only
-when ``HUBD_TEST_HOOKS=1``; it holds the core lock forever, as a store write stuck on a
-dying SD card would) and checks that ``WATCHDOG=1`` stops, so systemd would kill and
-restart the daemon.
+then makes the core hang through a command only the test's own runner has (``test_hang``
+in hung_core.py: a store write stuck as on a dying SD card, holding the core's lock) and
+checks that ``WATCHDOG=1`` stops, so systemd would kill and restart the daemon.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -64,8 +64,8 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 def test_ready_watchdog_and_stop_on_hung_core(tmp_path: Path, notify: NotifySocket,
                                               hub_processes: list[HubProcess]) -> None:
     cfg = hub_config(tmp_path / "hub", web=False)
-    hub = HubProcess(cfg, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000",
-                               "HUBD_CORE_STALE_AFTER": "4", "HUBD_TEST_HOOKS": "1"})
+    hub = HubProcess(cfg, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"},
+                     command=[sys.executable, str(Path(__file__).parent / "hung_core.py"), str(cfg), "4"])
     hub_processes.append(hub)
     hub.start()
 
@@ -92,7 +92,7 @@ def test_ready_watchdog_and_stop_on_hung_core(tmp_path: Path, notify: NotifySock
     wait_for(lambda: notify.having("STOPPING", "1"), 10, message="STOPPING=1")
 
 
-def test_no_test_hooks_without_the_variable(tmp_path: Path, hub_processes: list[HubProcess]) -> None:
+def test_the_daemon_has_no_test_commands(tmp_path: Path, hub_processes: list[HubProcess]) -> None:
     hub = HubProcess(hub_config(tmp_path, web=False))
     hub_processes.append(hub)
     hub.start()

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from support import hub_config
+from support import ShiftedClock, hub_config
 
 from hubd.commands import CommandProcessor
 from hubd.config import load_config
@@ -53,6 +53,7 @@ class WebHub:
     processor: CommandProcessor
     app: Flask
     store: Store
+    clock: ShiftedClock
 
     def raise_alert(self, source: str = "gate", kind: str = "panic", zone: str = "Market gate") -> str:
         return self.hub.raise_alert(source, kind, zone, actor=f"button:{source}").id
@@ -62,7 +63,7 @@ class WebHub:
         snapdir.mkdir(exist_ok=True)
         name = f"{alert_id.replace(':', '_')}-{secrets.token_hex(3)}.jpg"
         (snapdir / name).write_bytes(JPEG)
-        return self.store.add_snapshot(alert_id, f"snapshots/{name}", self.hub.clock(), len(JPEG))
+        return self.store.add_snapshot(alert_id, f"snapshots/{name}", self.clock.time(), len(JPEG))
 
     def state(self, alert_id: str) -> str:
         a = self.store.get_alert(alert_id)
@@ -77,7 +78,8 @@ def make_web_hub(tmp: Path, extra: str = "", **web: Any) -> WebHub:
     cfg = load_config(hub_config(tmp, protocol="cancel_window = 30\nescalation = [600, 1200]", extra=extra))
     cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, **web))
     store = Store(cfg.store_path)
-    hub = Hub(cfg, store)
+    clock = ShiftedClock()
+    hub = Hub(cfg, store, clock=clock)
     processor = CommandProcessor(hub)
     users = Users(store)
     users.add(*MANAGER, role="manager")
@@ -85,7 +87,7 @@ def make_web_hub(tmp: Path, extra: str = "", **web: Any) -> WebHub:
     app = create_app(hub, processor, secret_key=secrets.token_bytes(32))
     app.config["TESTING"] = True
     hub.start()
-    return WebHub(tmp, hub, processor, app, store)
+    return WebHub(tmp, hub, processor, app, store, clock)
 
 
 def running_web_hub(tmp_path: Path) -> Iterator[WebHub]:

@@ -26,7 +26,7 @@ class WebServer:
             warnings.filterwarnings("ignore", "send_bytes", DeprecationWarning)
             self._server = create_server(app, host=host, port=port, threads=threads,
                                          ident="hubd", channel_timeout=60, send_bytes=1)
-        self.port = self._server.effective_port  # type: ignore[union-attr]
+        self.port = self._server.effective_port
         self.host = host
         self._thread: threading.Thread | None = None
 

@@ -5,7 +5,8 @@
   Each transition happens once per alert (escalation once per level), so its id is derived
   from the alert and is the same at every hub, whether heard over MQTT or the LoRa mesh:
   duplicates deduplicate;
-* every other event: ``<hub>:e<n>``, e.g. ``hub-1:e42``.
+* every other event: ``<hub>:e<n>``, e.g. ``hub-1:e42``;
+* a status (contract version 2, which confirms statuses too): ``<hub>:s<n>``, e.g. ``hub-1:s12``.
 
 Hub ids are ``[A-Za-z0-9_-]{1,24}`` (``hubd.config`` validates them with ``HUB_PATTERN``): no
 colon, so the hub is everything before the first colon and a parse is never ambiguous. Numbers
@@ -39,6 +40,7 @@ _ALERT = rf"(?P<hub>{HUB_PATTERN}):(?P<seq>{_POSITIVE})"
 _ALERT_RE = re.compile(_ALERT)
 _TRANSITION_RE = re.compile(rf"{_ALERT}:(?P<transition>{_TRANSITIONS}):(?P<level>{_NATURAL})")
 _ROUTINE_RE = re.compile(rf"(?P<hub>{HUB_PATTERN}):e(?P<n>{_POSITIVE})")
+_STATUS_RE = re.compile(rf"(?P<hub>{HUB_PATTERN}):s(?P<n>{_POSITIVE})")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,17 @@ class RoutineEventId:
         return routine_event_id(self.hub, self.n)
 
 
+@dataclass(frozen=True)
+class StatusId:
+    """A parsed status id: the hub and the status's number there (``seq`` of status v2)."""
+
+    hub: str
+    n: int
+
+    def __str__(self) -> str:
+        return status_id(self.hub, self.n)
+
+
 def alert_id(hub: str, seq: int) -> str:
     """``<hub>:<seq>``."""
     return f"{hub}:{seq}"
@@ -101,6 +114,11 @@ def routine_event_id(hub: str, n: int) -> str:
     return f"{hub}:e{n}"
 
 
+def status_id(hub: str, n: int) -> str:
+    """``<hub>:s<n>``."""
+    return f"{hub}:s{n}"
+
+
 def parse_alert_id(text: str) -> AlertId | None:
     """The parts of an alert id, or None when ``text`` is not one."""
     m = _ALERT_RE.fullmatch(text)
@@ -116,13 +134,19 @@ def parse_event_id(text: str) -> TransitionEventId | RoutineEventId | None:
     return None
 
 
+def parse_status_id(text: str) -> StatusId | None:
+    """The parts of a status id, or None when ``text`` is not one."""
+    m = _STATUS_RE.fullmatch(text)
+    return StatusId(m["hub"], int(m["n"])) if m else None
+
+
 def origin_of(text: str) -> str:
-    """The hub an alert id or event id belongs to (the hub where it happened).
+    """The hub an alert id, event id or status id belongs to (the hub where it happened).
 
     A message about hub X is only to be believed when X vouches for it, so this refuses
     (ValueError) anything that is not a well-formed id rather than guess.
     """
-    parsed = parse_alert_id(text) or parse_event_id(text)
+    parsed = parse_alert_id(text) or parse_event_id(text) or parse_status_id(text)
     if parsed is None:
-        raise ValueError(f"{text!r} is neither an alert id nor an event id")
+        raise ValueError(f"{text!r} is neither an alert id, an event id nor a status id")
     return parsed.hub

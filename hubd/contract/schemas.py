@@ -1,8 +1,11 @@
 """The JSON Schemas of the contract, the normative part, and validation against them.
 
-The files are ``schemas/<name>.json``: ``event`` (the envelope), ``status``, ``command`` and
-``reply``. ``alert``, the one schema of an alert, is ``$defs/alert`` of ``event.json``, so that
-file stands alone for a consumer; the hub's OpenAPI document uses the same schema.
+The files are ``schemas/<name>.json``. Version 1, what hubs publish today: ``event`` (the
+envelope), ``status``, ``command`` and ``reply``; ``alert``, the one schema of an alert, is
+``$defs/alert`` of ``event.json``, so that file stands alone for a consumer, and the hub's
+OpenAPI document uses the same schema. Version 2 (signed, confirmed, supervised): ``event-v2``
+(with ``alert-v2``, the wire alert, in its ``$defs``), ``status-v2``, ``command-v2``,
+``reply-v2`` and ``receipt-v2``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import jsonschema
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
 #: Schemas defined inside another file: name -> (file, name under its ``$defs``).
-_DEFINED_IN = {"alert": ("event", "alert")}
+_DEFINED_IN = {"alert": ("event", "alert"), "alert-v2": ("event-v2", "alert")}
 
 
 @functools.cache
@@ -30,8 +33,16 @@ def _load(name: str) -> dict[str, Any]:
 
 
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema ``name`` (event, alert, status, command, reply); a copy of its own."""
+    """The JSON Schema ``name`` (event, alert, status, command, reply, and their ``-v2``
+    versions, and receipt-v2); a copy of its own."""
     return copy.deepcopy(_load(name))
+
+
+@functools.cache
+def version(name: str) -> int | None:
+    """The contract version schema ``name`` is of (its ``v`` constant), if it says."""
+    v = _load(name).get("properties", {}).get("v", {})
+    return v.get("const") if isinstance(v, dict) else None
 
 
 @functools.cache

@@ -49,6 +49,11 @@ class Topics:
         return f"{self.base}/reply"
 
     @property
+    def receipt(self) -> str:
+        """Where the centre's receipts for this hub's events go (contract version 2)."""
+        return f"{self.base}/receipt"
+
+    @property
     def cap(self) -> str:
         return f"{self.base}/cap"
 

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from mesh_lab import FAST_MESH
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support import HubProcess, Mosquitto, free_port, hub_config, wait_for
 
 from hubd.control import ControlError, send_command
-from hubd.radio.mesh_lab import FAST_MESH, write_key
+from hubd.radio.frames import write_key
 from hubd.radio.meshsim import SimAir, SimNode
 
 ROOT = "safercom/v1"

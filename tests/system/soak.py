@@ -31,8 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from hubd.commands import CommandProcessor  # noqa: E402
 from hubd.config import parse_config  # noqa: E402
 from hubd.lifecycle import Hub  # noqa: E402
+from hubd.radio.frames import write_key  # noqa: E402
 from hubd.radio.mesh import MeshLink  # noqa: E402
-from hubd.radio.mesh_lab import write_key  # noqa: E402
 from hubd.radio.meshsim import SimAir  # noqa: E402
 from hubd.radio.mqtt import MqttLink  # noqa: E402
 from hubd.store import Store  # noqa: E402

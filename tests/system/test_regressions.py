@@ -61,9 +61,8 @@ def test_a_mesh_partition_that_heals_delivers_what_happened_meanwhile(tmp_path: 
     # neighbours heard lately, so after neighbour_timeout each side of a split mesh counted its
     # alerts delivered, and nothing sent them across when the mesh healed.  A neighbour heard
     # again after going stale is now sent the alerts that changed meanwhile.
+    from mesh_lab import Lab
     from support import wait_for
-
-    from hubd.radio.mesh_lab import Lab
 
     lab = Lab(tmp_path, seed=3)
     try:
@@ -91,9 +90,8 @@ def test_a_neighbour_never_heard_before_gets_what_happened_since_the_link_starte
     # alerts, so older ones never crossed.  A first contact now covers everything since start.
     import time
 
+    from mesh_lab import Lab
     from support import wait_for
-
-    from hubd.radio.mesh_lab import Lab
 
     lab = Lab(tmp_path, seed=4)
     try:
@@ -116,7 +114,9 @@ def test_a_hub_cut_off_from_its_broker_says_so_on_the_mesh(tmp_path: Path) -> No
     # Found by test_a_hub_cut_off_from_mqtt_reaches_the_centre_through_the_mesh: a hub with an
     # [mqtt] section claimed an uplink in every frame, even with its broker unreachable, so no
     # neighbour relayed its alerts and the centre heard nothing until the hub's network returned.
-    from hubd.radio.mesh_lab import LabHub, lab_config, write_key
+    from mesh_lab import LabHub, lab_config
+
+    from hubd.radio.frames import write_key
 
     key_file = tmp_path / "network.key"
     write_key(key_file)

@@ -70,8 +70,11 @@
     pollTimer = setInterval(refresh, 15000);
   }
 
+  // Every page follows the stream: the badge tells whether the hub is reachable live, and a new
+  // alert pops up wherever the manager is; only pages with a live part redraw it.
   function connect() {
-    if (!partial || !window.EventSource) { if (partial) { setLive(false, "refreshing"); poll(); } return; }
+    if (!liveEl) return;  // not logged in (the login page)
+    if (!window.EventSource) { if (partial) { setLive(false, "refreshing"); poll(); } return; }
     const url = "/api/stream" + (lastSeq ? "?after=" + encodeURIComponent(lastSeq) : "");
     const es = new EventSource(url);
     es.onopen = () => { setLive(true, "live"); clearInterval(pollTimer); };
@@ -90,8 +93,8 @@
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED) {
         // Refused (e.g. too many streams): fall back to polling, retry live later.
-        setLive(false, "refreshing");
-        poll();
+        setLive(false, partial ? "refreshing" : "offline");
+        if (partial) poll();
         setTimeout(connect, 60000);
       } else {
         setLive(false, "reconnecting");

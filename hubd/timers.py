@@ -1,8 +1,10 @@
-"""Deadlines for the sensor rules (debounce, hold, cancel, stuck, siren patterns).
+"""Deadlines on one named thread: the core's (escalation, store retry, housekeeping)
+and the sensor rules' (debounce, hold, cancel, stuck, siren patterns).
 
-One :class:`Timers` runs its due callbacks on one named thread.  The clock is
-injectable and :meth:`Timers.run_due` can be called by hand, so tests drive the
-rules with a manual clock instead of sleeping.
+One :class:`Timers` runs its due callbacks on one named thread, in time order.  Its
+clock is a monotonic one (a wall-clock jump never moves a deadline); it is injectable
+and :meth:`Timers.run_due` can be called by hand, so tests drive the deadlines with a
+manual clock instead of sleeping.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("hubd.sensors.timers")
+log = logging.getLogger("hubd.timers")
 
 #: The thread wakes at least this often, so a stop request never waits longer.
 MAX_WAIT = 1.0
@@ -57,6 +59,19 @@ class Timers:
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> Handle:
         return self.call_at(self.clock() + delay, fn)
+
+    def every(self, interval: float, fn: Callable[[], None]) -> None:
+        """Call ``fn`` every ``interval`` seconds, the first time one interval from now.
+
+        The next call is due ``interval`` after the previous one ended, whether it failed
+        or not (a slow call is not run twice at once)."""
+        def tick() -> None:
+            try:
+                fn()
+            finally:
+                self.call_later(interval, tick)
+
+        self.call_later(interval, tick)
 
     def next_due(self) -> float | None:
         """When the earliest live call is due (None if there is none)."""

@@ -8,8 +8,6 @@ daemons instead.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,20 +15,10 @@ from typing import Any
 from hubd.commands import CommandProcessor
 from hubd.config import Config, parse_config
 from hubd.lifecycle import Hub
+from hubd.radio.frames import write_key
 from hubd.radio.mesh import MeshLink
 from hubd.radio.meshsim import SimAir, SimNode
 from hubd.store import Store
-
-
-def write_key(path: Path, key: bytes | None = None) -> bytes:
-    """Write a network key file (hex, mode 0600) and return the key."""
-    key = key or secrets.token_bytes(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-    return key
-
 
 #: Timers short enough for a simulated air running at a fraction of real airtime.
 FAST_MESH = {
