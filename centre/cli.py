@@ -349,6 +349,32 @@ def cmd_user(args: argparse.Namespace) -> int:
     return _emit(args, {"user": args.name, "done": done}, lambda _: print(f"user {args.name}: {done}"))
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """The centre's signing key: ``init`` makes it (never over one), ``show`` prints its
+    public half, which every hub needs in ``[trust] centre``."""
+    from hubd.contract import (
+        KeyFileError,
+        generate_private_key,
+        load_private_key,
+        public_key_text,
+        save_private_key,
+    )
+
+    path = _config(args).key_file
+    try:
+        if args.action == "init":
+            key = generate_private_key()
+            save_private_key(key, path)
+        else:
+            key = load_private_key(path)
+    except KeyFileError as e:
+        hint = "; make it with 'hubd centre keys init'" if e.code == "key_missing" else ""
+        raise CliError(f"{e.message}{hint}") from None
+    text = public_key_text(key)
+    return _emit(args, {"key_file": str(path), "public_key": text},
+                 lambda _: print(f"{text}\n(every hub needs it in [trust] centre; the private key is {path})"))
+
+
 def _print_users(users: list[dict[str, Any]]) -> None:
     for u in users:
         print(f"{u['name']:<20} {u['role']}")
@@ -431,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-every", type=float, help="its own reporting time in seconds")
     s.add_argument("--replace", action="store_true", help="change an enrolled hub")
     s.set_defaults(func=cmd_hub)
+
+    s = sub.add_parser("keys", parents=[common], help="the centre's signing key: init, show")
+    s.add_argument("action", nargs="?", choices=["init", "show"], default="show")
+    s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser("user", parents=[common], help="accounts: add, passwd, remove, list")
     s.add_argument("action", choices=["add", "passwd", "remove", "list"])

@@ -1,12 +1,15 @@
 """Commands to hubs: ack, resolve, cancel, silence, siren_test and status over a hub's
 ``cmd`` topic, each with a unique id, who asked, a reply matched by that id, and a timeout.
 
-A command is stored before it is published, so it is never sent without a record. The hub
-answers on its ``<base>/reply`` (named as the MQTT v5 Response Topic, the id as Correlation
-Data); the ingest commits the reply like any message and tells ``Commands``, which wakes
-whoever waits. A command without a reply within the timeout (monotonic) is marked timed out;
-a late reply is still recorded. ``command_payload`` is the one place that builds the wire
-form: contract v2 signs it there.
+A command is stored before it is published, so it is never sent without a record. It goes
+in the contract version the hub was last heard speaking (a hub with a public key enrolled and
+not heard yet: version 2): version 2 commands carry the hub, the centre's time and who asked,
+signed with the centre's key, which is all a hub will execute; version 1 commands are plain,
+for hubs not yet migrated. The hub answers on its ``<base>/reply`` (named as the MQTT v5
+Response Topic, the id as Correlation Data); the ingest commits the reply like any message and
+tells ``Commands``, which wakes whoever waits. A command without a reply within the timeout
+(monotonic) is marked timed out; a late reply is still recorded. ``command_payload`` is the
+one place that builds the wire form.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,7 +30,7 @@ from hubd.centre import tables
 from hubd.centre.clock import SYSTEM_CLOCK, Clock
 from hubd.centre.registry import HubRecord
 from hubd.centre.store import Store
-from hubd.contract import MQTT_COMMANDS, Topics, problems
+from hubd.contract import MQTT_COMMANDS, Topics, command_payload_v2, problems, sign
 
 log = logging.getLogger("hubd.centre.commands")
 
@@ -43,9 +47,15 @@ class CommandError(Exception):
         self.message = message
 
 
-def command_payload(command_id: str, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-    """The command as published (schema ``command``)."""
-    return {"id": command_id, "cmd": cmd, **args}
+def command_payload(version: int, *, command_id: str, cmd: str, args: dict[str, Any], hub: str, time: float,
+                    by: str, key: Ed25519PrivateKey) -> dict[str, Any]:
+    """The command as published: version 2 signed (schema ``command-v2``), or version 1
+    (schema ``command``)."""
+    if version == 1:
+        return {"id": command_id, "cmd": cmd, **args}
+    unsigned = command_payload_v2(id=command_id, cmd=cmd, hub=hub, time=time, by=by, alert=args.get("alert"),
+                                  outcome=args.get("outcome"))
+    return sign("command", unsigned, key)
 
 
 def _row(r: Any) -> dict[str, Any]:
@@ -53,10 +63,12 @@ def _row(r: Any) -> dict[str, Any]:
 
 
 class Commands:
-    def __init__(self, store: Store, root: str, timeout: float, *, publish: Publish | None = None,
-                 clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, store: Store, roots: dict[str, int], timeout: float, key: Ed25519PrivateKey, *,
+                 publish: Publish | None = None, clock: Clock = SYSTEM_CLOCK):
         self.store = store
-        self.root = root
+        #: The topic root of each contract version.
+        self.root_of = {version: root for root, version in roots.items()}
+        self.key = key
         self.timeout = timeout
         self.publish = publish
         self.clock = clock
@@ -81,12 +93,17 @@ class Commands:
                                f"unknown command {cmd!r}; expected one of {', '.join(MQTT_COMMANDS)}")
         if self.publish is None:
             raise CommandError("unavailable", "the centre's MQTT link is not running")
+        version = self.version_of(hub)
+        if version not in self.root_of:
+            raise CommandError("unavailable", f"hub {hub.id} speaks contract version {version}, which this "
+                                              "centre does not read ([mqtt] root_v1 is empty)")
         command_id = uuid.uuid4().hex
-        payload = command_payload(command_id, cmd, args)
-        wrong = problems("command", payload)
+        now = self.clock.time()
+        payload = command_payload(version, command_id=command_id, cmd=cmd, args=args, hub=hub.id, time=now,
+                                  by=by, key=self.key)
+        wrong = problems("command-v2" if version == 2 else "command", payload)
         if wrong:
             raise CommandError("bad_request", f"{cmd}: " + "; ".join(wrong[:3]))
-        now = self.clock.time()
         row = {"id": command_id, "hub": hub.id, "ward": hub.ward, "cmd": cmd, "args": args, "by": by,
                "sent_at": now, "timeout_at": now + self.timeout, "state": "sent"}
         with self.store.write() as conn:
@@ -97,7 +114,7 @@ class Commands:
                                .values(at=now, kind="command", body=body)).scalar_one()
         with self._cond:
             self._deadlines[command_id] = self.clock.monotonic() + self.timeout
-        topics = Topics(self.root, hub.ward, hub.id)
+        topics = Topics(self.root_of[version], hub.ward, hub.id)
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = topics.reply
         props.CorrelationData = command_id.encode()
@@ -105,6 +122,12 @@ class Commands:
         log.info("command %s %s to %s by %s", command_id, cmd, hub.id, by)
         self.on_feed([{"seq": seq, "at": now, **body}])
         return {**row, "reply": None, "replied_at": None}
+
+    def version_of(self, hub: HubRecord) -> int:
+        """The contract version to command ``hub`` in: the one it was last heard speaking."""
+        with self.store.read() as conn:
+            heard = conn.execute(sa.select(tables.hubs.c.contract).where(tables.hubs.c.id == hub.id)).scalar()
+        return int(heard) if heard else (2 if hub.public_key else 1)
 
     def replied(self, ids: list[str]) -> None:
         """The ingest committed replies to these commands."""

@@ -33,6 +33,8 @@ class CentreSection:
     state_dir: Path = Path("/var/lib/hubd-centre")
     #: The control socket lives here.
     runtime_dir: Path = Path("/run/hubd-centre")
+    #: The centre's Ed25519 signing key (receipts, commands); None: ``<state_dir>/centre.key``.
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,10 @@ class StoreConfig:
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
-    root: str = "safercom/v1"
+    #: The topic root of contract version 2 (signed), and of version 1 (unsigned, read during
+    #: the migration only; empty: not read).
+    root: str = "safercom/v2"
+    root_v1: str = "safercom/v1"
     client_id: str = "hubd-centre"
     #: How long the broker keeps the centre's session (and queues for it) while it is away.
     session_expiry: int = 7 * 24 * 3600
@@ -60,8 +65,8 @@ class MqttConfig:
     #: Messages the broker may have in flight to the centre, not yet acknowledged (each is
     #: acknowledged only after it is committed).
     receive_maximum: int = 1000
-    #: Larger event, status or reply payloads are quarantined unread.
-    max_message_bytes: int = 8192
+    #: Larger snapshots are quarantined unread (events, statuses and replies have the
+    #: contract's own bounds).
     max_snapshot_bytes: int = 2 * 1024 * 1024
 
 
@@ -119,6 +124,15 @@ class CentreConfig:
     @property
     def store_url(self) -> str:
         return self.store.url or f"sqlite:///{(self.centre.state_dir / 'centre.db').resolve()}"
+
+    @property
+    def roots(self) -> dict[str, int]:
+        """The topic roots the centre reads, and the contract version of each."""
+        return {self.mqtt.root: 2, **({self.mqtt.root_v1: 1} if self.mqtt.root_v1 else {})}
+
+    @property
+    def key_file(self) -> Path:
+        return self.centre.key_file or self.centre.state_dir / "centre.key"
 
     @property
     def control_socket(self) -> Path:
@@ -243,7 +257,7 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path("."), path: Path |
     runtime_dir = s.path("runtime_dir", CentreSection.runtime_dir)
     assert state_dir is not None and runtime_dir is not None
     centre = CentreSection(name=s.text("name", CentreSection.name), state_dir=state_dir,
-                           runtime_dir=runtime_dir)
+                           runtime_dir=runtime_dir, key_file=s.path("key_file", None))
     s.done()
 
     s = _Section("store", raw.get("store"), base)
@@ -253,12 +267,18 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path("."), path: Path |
     s.done()
 
     s = _Section("mqtt", raw.get("mqtt"), base)
-    root = s.text("root", MqttConfig.root, r"[^/#+\s]+(/[^/#+\s]+)*",
-                 "topic levels without wildcards or empty levels, e.g. 'safercom/v1'")
+    levels = r"[^/#+\s]+(/[^/#+\s]+)*"
+    root = s.text("root", MqttConfig.root, levels, "topic levels without wildcards or empty levels, "
+                  "e.g. 'safercom/v2'")
+    root_v1 = s.text("root_v1", MqttConfig.root_v1, f"|{levels}",
+                     "topic levels (or empty), e.g. 'safercom/v1'")
+    if root_v1 == root:
+        raise ConfigError(f"[mqtt] root_v1: {root_v1!r} is also the version 2 root; give another, or empty")
     mqtt = MqttConfig(
         host=s.text("host", MqttConfig.host, r"\S+", "a host name or address"),
         port=s.integer("port", MqttConfig.port, 1, 65535),
         root=root,
+        root_v1=root_v1,
         client_id=s.text("client_id", MqttConfig.client_id, r"[A-Za-z0-9_-]{1,64}",
                         "1-64 letters, digits, '_' or '-'"),
         session_expiry=s.integer("session_expiry", MqttConfig.session_expiry, 60, 2**32 - 1),
@@ -269,7 +289,6 @@ def parse_config(raw: Mapping[str, Any], *, base: Path = Path("."), path: Path |
         certfile=s.path("certfile", None),
         keyfile=s.path("keyfile", None),
         receive_maximum=s.integer("receive_maximum", MqttConfig.receive_maximum, 1, 65535),
-        max_message_bytes=s.integer("max_message_bytes", MqttConfig.max_message_bytes, 1024, MIB),
         max_snapshot_bytes=s.integer("max_snapshot_bytes", MqttConfig.max_snapshot_bytes, 1024, 64 * MIB),
     )
     s.done()

@@ -28,11 +28,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hubd.centre import receipts, registry, tables
+from hubd.centre import queries, receipts, registry, tables
 from hubd.centre.clock import SYSTEM_CLOCK, Clock
 from hubd.centre.commands import Commands
 from hubd.centre.config import CentreConfig
@@ -40,7 +41,6 @@ from hubd.centre.ledger import Item, Ledger, Recorded
 from hubd.centre.messages import (
     Classified,
     EventMessage,
-    Limits,
     Received,
     Refused,
     ReplyMessage,
@@ -51,7 +51,7 @@ from hubd.centre.messages import (
 from hubd.centre.registry import HubRecord
 from hubd.centre.store import Store, is_transient
 from hubd.centre.supervision import Supervisor
-from hubd.contract import dumps, topic_filter
+from hubd.contract import KeyLookup, dumps, topic_filter
 
 log = logging.getLogger("hubd.centre.ingest")
 
@@ -113,18 +113,23 @@ class Ingest:
     RECONNECT_MIN = 1
     RECONNECT_MAX = 10
 
-    def __init__(self, config: CentreConfig, store: Store, supervisor: Supervisor, commands: Commands, *,
-                 clock: Clock = SYSTEM_CLOCK, on_feed: Callable[[list[dict[str, Any]]], None] | None = None):
+    def __init__(self, config: CentreConfig, store: Store, supervisor: Supervisor, commands: Commands,
+                 key: Ed25519PrivateKey, *, clock: Clock = SYSTEM_CLOCK,
+                 on_feed: Callable[[list[dict[str, Any]]], None] | None = None):
         self.config = config
-        self.root = config.mqtt.root
+        self.roots = config.roots
+        self.key = key
         self.store = store
         self.supervisor = supervisor
         self.commands = commands
         self.clock = clock
         self.on_feed = on_feed or (lambda msgs: None)
         self.ledger = Ledger(store, config.snapshot_dir)
-        self.limits = Limits(config.mqtt.max_message_bytes, config.mqtt.max_snapshot_bytes)
         self.hubs: dict[str, HubRecord] = {}
+        self.key_of: KeyLookup = lambda hub: None
+        #: Per hub, the ``connected_at`` of its newest version 2 status: a Will of an older
+        #: connection is a replay.
+        self._connected_at: dict[str, float] = {}
         self.stats = IngestStats()
         self.connected = False
         self._queue: queue.Queue[Item] = queue.Queue()
@@ -143,8 +148,14 @@ class Ingest:
     def reload_registry(self) -> None:
         """Read the registry again (after an enrolment, and now and then)."""
         hubs = registry.all_hubs(self.store)
-        self.hubs = hubs  # one assignment: the network thread sees the old dict or the new
+        # Each one assignment: the network thread sees the old value or the new.
+        self.key_of = registry.key_lookup(hubs)
+        self.hubs = hubs
         self.supervisor.load(hubs)
+        for h in queries.hubs(self.store):
+            connected_at = (h["status"] or {}).get("connected_at")
+            if isinstance(connected_at, int | float) and h["id"] not in self._connected_at:
+                self._connected_at[h["id"]] = float(connected_at)
 
     def start(self) -> None:
         self.reload_registry()
@@ -211,7 +222,7 @@ class Ingest:
         self.connected = True
         log.info("connected to %s:%s (session %s)", self.config.mqtt.host, self.config.mqtt.port,
                  "resumed" if flags.session_present else "new")
-        client.subscribe([(topic_filter(self.root, leaf), 1) for leaf in SUBSCRIPTIONS])
+        client.subscribe([(topic_filter(root, leaf), 1) for root in self.roots for leaf in SUBSCRIPTIONS])
         self._resend.set()
         self.supervisor.resume("the broker is not connected yet")
         self.supervisor.resume("the broker link is down")
@@ -233,13 +244,29 @@ class Ingest:
                      received_at=self.clock.time(), received_mono=self.clock.monotonic(),
                      correlation=getattr(props, "CorrelationData", None))
         try:
-            m: Classified = classify(r, root=self.root, hubs=self.hubs, limits=self.limits)
+            m: Classified = classify(r, roots=self.roots, hubs=self.hubs, key_of=self.key_of,
+                                     max_snapshot_bytes=self.config.mqtt.max_snapshot_bytes)
+            m = self._replayed_will(m)
             self._heard(r, m)
         except Exception as e:  # a bug must quarantine the message, never stop the ingest
             log.exception("could not classify a message on %s", r.topic)
             m = Refused("internal", f"could not be classified: {type(e).__name__}: {e}")
         self.stats.received[type(m).__name__] += 1
         self._queue.put((r, m))
+
+    def _replayed_will(self, m: Classified) -> Classified:
+        """A version 2 Will of a connection older than the newest status's is a replay."""
+        if not isinstance(m, StatusMessage) or m.connected_at is None:
+            return m
+        newest = self._connected_at.get(m.hub)
+        if m.online:
+            if newest is None or m.connected_at > newest:
+                self._connected_at[m.hub] = m.connected_at
+            return m
+        if m.seq is None and newest is not None and m.connected_at < newest:
+            return Refused("replayed", f"a Last Will of an earlier connection of {m.hub} (connected_at "
+                                       f"{m.connected_at}, the newest is {newest})", m.ward, m.hub)
+        return m
 
     def _heard(self, r: Received, m: Classified) -> None:
         if r.retain or isinstance(m, Refused):
@@ -362,8 +389,8 @@ class Ingest:
         s.lag.add([now - r.received_at for r, _ in batch])
         s.delay.add([now - float(m.envelope["time"]) for m in recorded.stored])
         s.recent.append((mono, len(batch)))
-        for (ward, hub), ids in recorded.receipts.items():
-            self._send_receipts(ward, hub, ids)
+        for (root, ward, hub), ids in recorded.receipts.items():
+            self._send_receipts(root, ward, hub, ids)
         if recorded.replies:
             self.commands.replied(recorded.replies)
         if recorded.feed:
@@ -371,14 +398,13 @@ class Ingest:
 
     # -- receipts -------------------------------------------------------------------------------
 
-    def _send_receipts(self, ward: str, hub: str, ids: set[str] | list[str]) -> None:
+    def _send_receipts(self, root: str, ward: str, hub: str, ids: set[str] | list[str]) -> None:
         client = self._client
         assert client is not None
-        topic = receipts.receipt_topic(self.root, ward, hub)
-        for chunk in receipts.chunks(ids):
-            payload = dumps(receipts.receipt_payload(hub, chunk, self.clock.time()))
-            info = client.publish(topic, payload, qos=1)
-            self._receipts_inflight[info.mid] = chunk
+        topic = receipts.receipt_topic(root, ward, hub)
+        for receipt in receipts.signed_receipts(hub, ids, self.clock.time(), self.key):
+            info = client.publish(topic, dumps(receipt), qos=1)
+            self._receipts_inflight[info.mid] = list(receipt["ids"])
 
     def _settle_receipts(self) -> None:
         """Mark the receipts the broker has acknowledged as sent."""
@@ -414,19 +440,19 @@ class Ingest:
         rc = tables.receipts.c
         try:
             with self.store.read() as conn:
-                rows = conn.execute(sa.select(rc.ward, rc.hub, rc.event_id).where(rc.sent_at.is_(None))
-                                    .order_by(rc.created_at).limit(50_000)).all()
+                rows = conn.execute(sa.select(rc.root, rc.ward, rc.hub, rc.event_id)
+                                    .where(rc.sent_at.is_(None)).order_by(rc.created_at).limit(50_000)).all()
         except Exception as e:
             if not is_transient(e):
                 raise
             self._resend.set()
             return
         self._receipts_inflight.clear()  # what was in flight is among the pending rows
-        by_hub: dict[tuple[str, str], list[str]] = {}
-        for ward, hub, event_id in rows:
-            by_hub.setdefault((ward, hub), []).append(event_id)
-        for (ward, hub), ids in by_hub.items():
-            self._send_receipts(ward, hub, ids)
+        by_hub: dict[tuple[str, str, str], list[str]] = {}
+        for root, ward, hub, event_id in rows:
+            by_hub.setdefault((root, ward, hub), []).append(event_id)
+        for (root, ward, hub), ids in by_hub.items():
+            self._send_receipts(root, ward, hub, ids)
         if rows:
             log.info("sent %d pending receipts again", len(rows))
 

@@ -32,6 +32,7 @@ from hubd.centre.messages import (
 from hubd.centre.precedence import supersedes
 from hubd.centre.store import Store
 from hubd.centre.trust import BELIEVED
+from hubd.contract import status_id
 
 log = logging.getLogger("hubd.centre.ledger")
 
@@ -50,8 +51,8 @@ class Recorded:
     stored: list[EventMessage] = field(default_factory=list)
     duplicates: int = 0
     quarantined: int = 0
-    #: (ward, hub) -> ids of events to confirm now.
-    receipts: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: (root, ward, hub) -> ids of events and statuses to confirm now.
+    receipts: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
     #: Command ids whose reply was recorded.
     replies: list[str] = field(default_factory=list)
     #: The live feed's new messages, with their ``seq``.
@@ -86,6 +87,7 @@ class Ledger:
         with self.store.write() as conn:
             feed: list[dict[str, Any]] = []
             self._events(conn, items, out, feed)
+            self._statuses(conn, items, out)
             self._hubs(conn, items)
             self._quarantine(conn, items, out, feed)
             self._replies(conn, items, out, feed, now)
@@ -125,8 +127,9 @@ class Ledger:
                               "last_at": r.received_at, "count": 1}
             else:
                 p["last_at"], p["count"] = r.received_at, p["count"] + 1
-            receipts[m.id] = {"event_id": m.id, "hub": m.origin, "ward": m.ward, "created_at": r.received_at}
-            out.receipts.setdefault((m.ward, m.origin), set()).add(m.id)
+            receipts[m.id] = {"event_id": m.id, "hub": m.origin, "ward": m.ward, "root": m.root,
+                              "created_at": r.received_at}
+            out.receipts.setdefault((m.root, m.ward, m.origin), set()).add(m.id)
             if m.id in known:
                 if m.trust in BELIEVED and known[m.id] not in BELIEVED:
                     # The origin's own copy of an event first heard only as ward-attested.
@@ -158,10 +161,26 @@ class Ledger:
             index_elements=["event_id", "path", "via"],
             set_={"last_at": ins.excluded.last_at, "count": tables.paths.c.count + ins.excluded.count}),
             list(paths.values()))
-        ins = self.store.insert(tables.receipts)
-        conn.execute(ins.on_conflict_do_update(index_elements=["event_id"], set_={"sent_at": None}),
-                     list(receipts.values()))
+        self._pend_receipts(conn, list(receipts.values()))
         self._alerts(conn, candidates, feed)
+
+    def _pend_receipts(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """A receipt pending for each (again, for an id heard again: its hub still waits)."""
+        if rows:
+            ins = self.store.insert(tables.receipts)
+            conn.execute(ins.on_conflict_do_update(index_elements=["event_id"], set_={"sent_at": None}), rows)
+
+    def _statuses(self, conn: sa.Connection, items: Sequence[Item], out: Recorded) -> None:
+        """Version 2 statuses are numbered: each is answered with a receipt, which closes the
+        hub's supervision round trip."""
+        rows = {}
+        for r, m in items:
+            if isinstance(m, StatusMessage) and m.seq is not None:
+                sid = status_id(m.hub, m.seq)
+                rows[sid] = {"event_id": sid, "hub": m.hub, "ward": m.ward, "root": m.root,
+                             "created_at": r.received_at}
+                out.receipts.setdefault((m.root, m.ward, m.hub), set()).add(sid)
+        self._pend_receipts(conn, list(rows.values()))
 
     def _alerts(self, conn: sa.Connection, candidates: list[tuple[Received, EventMessage]],
                 feed: list[dict[str, Any]]) -> None:
@@ -171,7 +190,7 @@ class Ledger:
             if a is None:
                 continue
             held = best.get(a["id"])
-            if held is None or supersedes(a, m.trust, held[1].alert, held[1].trust):
+            if held is None or supersedes(a, m.trust, m.type, held[1].alert, held[1].trust):
                 best[a["id"]] = (r, m)
         if not best:
             return
@@ -184,7 +203,7 @@ class Ledger:
             cur = current.get(aid)
             a = m.alert
             assert a is not None
-            if not supersedes(a, m.trust, cur.alert if cur else None, cur.trust if cur else None):
+            if not supersedes(a, m.trust, m.type, cur.alert if cur else None, cur.trust if cur else None):
                 continue
             values = _alert_row(m, r.received_at)
             if cur is None:
@@ -204,6 +223,8 @@ class Ledger:
             if isinstance(m, Refused):
                 continue
             carrier = m.carrier if isinstance(m, EventMessage) else m.hub
+            if isinstance(m, EventMessage | StatusMessage):
+                changes.setdefault(carrier, {})["contract"] = m.version
             if isinstance(m, StatusMessage):
                 if r.retain:
                     # An old retained status says what was, not that the hub is there now.

@@ -3,15 +3,15 @@ command reply, a snapshot, or refused with a reason (to quarantine).
 
 ``classify`` is pure: the topic, the bytes and the registry in, a verdict out. It never
 raises for anything a sender can put on the wire. Its checks, in order: a topic of the
-contract under the centre's root; the size; an enrolled hub of the right ward; UTF-8 JSON
-object; the schema; the ids and topics agreeing on whose message it is (an event about hub
-X is X's: its id, its alert's id and the topic, unless a neighbour relayed it); and the
-trust (``trust``).
+contract under one of the centre's roots (version 2's, or version 1's during the
+migration); an enrolled hub of the right ward; the bytes, read with the contract's
+``parse_untrusted`` (size, I-JSON, depth, keys, ``v``, schema); the ids and topics agreeing on
+whose message it is (``check_origin``: an event about hub X is X's, and on another hub's topic
+only when that hub says it relayed it); and the trust (``trust``: signatures for version 2).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,17 +19,21 @@ from typing import Any
 from hubd.centre import trust
 from hubd.centre.registry import HubRecord
 from hubd.contract import (
-    TransitionEventId,
-    origin_of,
+    ContractError,
+    KeyLookup,
+    TopicRef,
+    check_origin,
     parse_alert_id,
-    parse_event_id,
     parse_topic,
-    problems,
+    parse_untrusted,
 )
 
 #: Leaves of a hub's topic the centre reads (``snapshots/<alert-id>`` too).
 LEAVES = ("events", "status", "reply")
 SNAPSHOTS = "snapshots"
+#: The schema of each leaf, by contract version.
+SCHEMAS = {1: {"events": "event", "status": "status", "reply": "reply"},
+           2: {"events": "event-v2", "status": "status-v2", "reply": "reply-v2"}}
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,6 @@ class Received:
 
 
 @dataclass(frozen=True)
-class Limits:
-    max_message_bytes: int = 8192
-    max_snapshot_bytes: int = 2 * 1024 * 1024
-
-
-@dataclass(frozen=True)
 class EventMessage:
     envelope: dict[str, Any]
     #: The hub where it happened, and its ward.
@@ -66,10 +64,17 @@ class EventMessage:
     #: The relaying hub ("" when direct).
     via: str
     trust: str
+    #: The topic root it came under (receipts go back under it) and its contract version.
+    root: str
+    version: int
 
     @property
     def id(self) -> str:
         return str(self.envelope["id"])
+
+    @property
+    def type(self) -> str:
+        return str(self.envelope["type"])
 
     @property
     def alert(self) -> dict[str, Any] | None:
@@ -82,10 +87,23 @@ class StatusMessage:
     ward: str
     status: dict[str, Any]
     trust: str
+    root: str
+    version: int
 
     @property
     def online(self) -> bool:
         return bool(self.status["online"])
+
+    @property
+    def seq(self) -> int | None:
+        """Version 2: its number, which a receipt names (``<hub>:s<seq>``); a Will has none."""
+        seq = self.status.get("seq")
+        return seq if isinstance(seq, int) else None
+
+    @property
+    def connected_at(self) -> float | None:
+        value = self.status.get("connected_at")
+        return float(value) if isinstance(value, int | float) else None
 
 
 @dataclass(frozen=True)
@@ -117,19 +135,28 @@ class Refused:
 Classified = EventMessage | StatusMessage | ReplyMessage | SnapshotMessage | Refused
 
 
-def classify(msg: Received, *, root: str, hubs: Mapping[str, HubRecord], limits: Limits) -> Classified:
+def where(roots: Mapping[str, int], topic: str) -> tuple[str, int, TopicRef] | None:
+    """The root a topic is under (the longest that fits), its contract version, and whose
+    topic it is."""
+    for root in sorted(roots, key=len, reverse=True):
+        ref = parse_topic(root, topic)
+        if ref is not None:
+            return root, roots[root], ref
+    return None
+
+
+def classify(msg: Received, *, roots: Mapping[str, int], hubs: Mapping[str, HubRecord], key_of: KeyLookup,
+             max_snapshot_bytes: int) -> Classified:
     """The verdict on one message."""
-    ref = parse_topic(root, msg.topic)
-    if ref is None:
-        return Refused("bad_topic", f"not a hub topic under {root}/<ward>/<hub>/")
+    found = where(roots, msg.topic)
+    if found is None:
+        under = " or ".join(f"{r}/<ward>/<hub>/" for r in roots)
+        return Refused("bad_topic", f"not a hub topic under {under}")
+    root, version, ref = found
     leaf = ref.leaf
     is_snapshot = leaf.startswith(SNAPSHOTS + "/") and leaf.count("/") == 1
     if leaf not in LEAVES and not is_snapshot:
         return Refused("bad_topic", f"the centre does not read {leaf!r} topics", ref.ward, ref.hub)
-    limit = limits.max_snapshot_bytes if is_snapshot else limits.max_message_bytes
-    if len(msg.payload) > limit:
-        return Refused("too_large", f"{len(msg.payload)} bytes; at most {limit} on {leaf.split('/')[0]}",
-                       ref.ward, ref.hub)
     carrier = hubs.get(ref.hub)
     if carrier is None:
         return Refused("unknown_hub", f"hub {ref.hub} (ward {ref.ward}) is not enrolled", ref.ward, ref.hub)
@@ -137,80 +164,62 @@ def classify(msg: Received, *, root: str, hubs: Mapping[str, HubRecord], limits:
         return Refused("wrong_ward", f"hub {ref.hub} is enrolled in ward {carrier.ward}, not {ref.ward}",
                        ref.ward, ref.hub)
     if is_snapshot:
-        alert = leaf.split("/", 1)[1]
-        parsed = parse_alert_id(alert)
-        if parsed is None or parsed.hub != ref.hub:
-            return Refused("wrong_origin", f"snapshot for {alert!r}, which is not an alert of {ref.hub}",
-                           ref.ward, ref.hub)
-        return SnapshotMessage(ref.hub, ref.ward, alert, msg.payload)
-
+        return _snapshot(msg, ref, max_snapshot_bytes)
+    schema = SCHEMAS[version][leaf]
     try:
-        payload = json.loads(msg.payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        return Refused("bad_json", f"not UTF-8 JSON: {e}", ref.ward, ref.hub)
-    if not isinstance(payload, dict):
-        return Refused("bad_json", f"a JSON {type(payload).__name__}, not an object", ref.ward, ref.hub)
-    schema = {"events": "event", "status": "status", "reply": "reply"}[leaf]
-    wrong = problems(schema, payload)
-    if wrong:
-        return Refused("schema", f"not a valid {schema}: " + "; ".join(wrong[:3]), ref.ward, ref.hub)
-    try:
+        payload = parse_untrusted(msg.payload, schema)
         if leaf == "events":
-            return _event(payload, carrier, hubs, ref.ward)
+            return _event(payload, carrier, hubs, key_of, ref, root, version)
         if payload["hub"] != ref.hub or (leaf == "status" and payload["ward"] != ref.ward):
-            return Refused("wrong_origin",
-                           f"{schema} names hub {payload['hub']} but came on {ref.hub}'s topic",
+            return Refused("wrong_origin", f"{leaf} names hub {payload['hub']} but came on {ref.hub}'s topic",
                            ref.ward, ref.hub)
         if leaf == "status":
-            return StatusMessage(ref.hub, ref.ward, payload, trust.message_trust("status", payload, carrier))
-        return ReplyMessage(ref.hub, ref.ward, payload, trust.message_trust("reply", payload, carrier))
+            level = trust.message_trust("status", payload, version, carrier, key_of)
+            return StatusMessage(ref.hub, ref.ward, payload, level, root, version)
+        level = trust.message_trust("reply", payload, version, carrier, key_of)
+        return ReplyMessage(ref.hub, ref.ward, payload, level)
+    except ContractError as e:
+        return Refused(e.code, f"{schema}: {e.message}", ref.ward, ref.hub)
     except trust.Untrusted as e:
         return Refused(e.code, str(e), ref.ward, ref.hub)
 
 
-def _event(env: dict[str, Any], carrier: HubRecord, hubs: Mapping[str, HubRecord],
-           topic_ward: str) -> Classified:
-    origin_id, relayed_by = env["hub"], env.get("relayed_by")
-    where = (topic_ward, carrier.id)
+def _snapshot(msg: Received, ref: TopicRef, limit: int) -> Classified:
+    if len(msg.payload) > limit:
+        return Refused("too_large", f"snapshot of {len(msg.payload)} bytes; at most {limit}",
+                       ref.ward, ref.hub)
+    alert = ref.leaf.split("/", 1)[1]
+    parsed = parse_alert_id(alert)
+    if parsed is None or parsed.hub != ref.hub:
+        return Refused("wrong_origin", f"snapshot for {alert!r}, which is not an alert of {ref.hub}",
+                       ref.ward, ref.hub)
+    return SnapshotMessage(ref.hub, ref.ward, alert, msg.payload)
+
+
+def _event(env: dict[str, Any], carrier: HubRecord, hubs: Mapping[str, HubRecord], key_of: KeyLookup,
+           ref: TopicRef, root: str, version: int) -> Classified:
+    at = (ref.ward, ref.hub)
+    origin_id = check_origin(env)  # ContractError when ids, hub and alert disagree
+    relayed_by = env.get("relayed_by")
     if relayed_by is None:
         if origin_id != carrier.id:
             return Refused("wrong_origin", f"event of hub {origin_id} on hub {carrier.id}'s topic, "
-                                           "without relayed_by", *where)
+                                           "without relayed_by", *at)
         path, via = "direct", ""
     else:
         if relayed_by != carrier.id:
             return Refused("wrong_origin",
-                           f"relayed_by {relayed_by}, but it came on hub {carrier.id}'s topic", *where)
+                           f"relayed_by {relayed_by}, but it came on hub {carrier.id}'s topic", *at)
         if origin_id == carrier.id:
-            return Refused("wrong_origin", f"hub {origin_id} says it relayed its own event", *where)
-        path, via = ("mesh" if env.get("path") == "mesh" else "relayed"), carrier.id
-    try:
-        id_origin = origin_of(env["id"])
-    except ValueError:
-        return Refused("bad_id", f"event id {env['id']!r} is not an id of the contract", *where)
-    if id_origin != origin_id:
-        return Refused("wrong_origin", f"event id {env['id']} belongs to hub {id_origin}, not {origin_id}",
-                       *where)
-    alert = env.get("alert")
-    if alert is not None and (alert["hub"] != origin_id or parse_alert_id(alert["id"]) is None
-                              or origin_of(alert["id"]) != origin_id):
-        return Refused("wrong_origin",
-                       f"alert {alert['id']} of hub {alert['hub']} in an event of {origin_id}", *where)
-    parsed = parse_event_id(env["id"])
-    if isinstance(parsed, TransitionEventId) and (
-            parsed.event_type != env["type"] or alert is None or str(parsed.alert) != alert["id"]):
-        return Refused("inconsistent", f"event id {env['id']} does not match its type {env['type']} "
-                                       "and alert", *where)
+            return Refused("wrong_origin", f"hub {origin_id} says it relayed its own event", *at)
+        path, via = ("mesh" if env.get("path") == "mesh" or "attested" in env else "relayed"), carrier.id
     origin = hubs.get(origin_id)
     if origin is None:
         return Refused("unknown_hub", f"hub {origin_id} (ward {env['ward']}), relayed by {carrier.id}, "
                                       "is not enrolled", env["ward"], origin_id)
     if origin.ward != env["ward"]:
         return Refused("wrong_ward", f"hub {origin_id} is enrolled in ward {origin.ward}, not {env['ward']}",
-                       *where)
-    try:
-        level = trust.event_trust(env, origin, carrier)
-    except trust.Untrusted as e:
-        return Refused(e.code, str(e), *where)
+                       *at)
+    level, _attested_by = trust.event_trust(env, version, origin, key_of)
     return EventMessage(envelope=env, origin=origin_id, ward=origin.ward, carrier=carrier.id, path=path,
-                        via=via, trust=level)
+                        via=via, trust=level, root=root, version=version)

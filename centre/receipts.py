@@ -1,34 +1,26 @@
-"""The receipt: the centre's word to a hub that it has committed the hub's events.
+"""The receipt: the centre's signed word to a hub that it has committed the hub's events
+and statuses.
 
 Sent to the origin's ``<root>/<ward>/<hub>/receipt`` (QoS 1, not retained) only after the
-commit, naming at most ``MAX_IDS`` event ids of that one hub, sorted. This module is the one
-place that builds it (docs/contract-v2's draft shape); when the contract's signed receipt
-lands, ``receipt_payload`` becomes a call to it.
+commit, under the root the events came by. The contract builds it (``receipts_for`` cuts the
+ids into receipts that each fit one mesh packet) and the centre signs each with its key; this
+module is the one place that does both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from hubd.contract import Topics
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-#: Ids in one receipt: small enough to cross the mesh as one frame.
-MAX_IDS = 32
-RECEIPT_VERSION = 2
+from hubd.contract import Topics, receipts_for, sign
 
 
 def receipt_topic(root: str, ward: str, hub: str) -> str:
-    return f"{Topics(root, ward, hub).base}/receipt"
+    return Topics(root, ward, hub).receipt
 
 
-def receipt_payload(hub: str, ids: Iterable[str], now: float) -> dict[str, Any]:
-    """One receipt for ``ids``, all events of ``hub``; ``time`` in whole seconds."""
-    return {"v": RECEIPT_VERSION, "type": "receipt", "hub": hub, "time": int(now), "ids": sorted(ids)}
-
-
-def chunks(ids: Iterable[str]) -> Iterator[list[str]]:
-    """``ids`` sorted, in groups of at most ``MAX_IDS``: one receipt each."""
-    ordered = sorted(set(ids))
-    for i in range(0, len(ordered), MAX_IDS):
-        yield ordered[i:i + MAX_IDS]
+def signed_receipts(hub: str, ids: Iterable[str], now: float, key: Ed25519PrivateKey) -> list[dict[str, Any]]:
+    """Receipts naming every id of ``ids`` (each an event or status id of ``hub``), signed."""
+    return [sign("receipt", r, key) for r in receipts_for(hub=hub, time=int(now), ids=ids)]

@@ -17,12 +17,10 @@ import sqlalchemy as sa
 
 from hubd.centre import tables
 from hubd.centre.store import Store
-from hubd.contract import HUB_PATTERN, WARD_PATTERN
+from hubd.contract import HUB_PATTERN, WARD_PATTERN, ContractError, KeyLookup, parse_public_key
 
 _HUB = re.compile(HUB_PATTERN)
 _WARD = re.compile(WARD_PATTERN)
-#: ``ed25519:`` and 43 characters of unpadded base64url (32 bytes), as contract v2 writes keys.
-_KEY = re.compile(r"ed25519:[A-Za-z0-9_-]{43}")
 
 
 class RegistryError(Exception):
@@ -62,11 +60,20 @@ def check(record: HubRecord) -> None:
         raise RegistryError(f"latitude {record.lat}: expected -90 to 90")
     if record.lon is not None and not -180 <= record.lon <= 180:
         raise RegistryError(f"longitude {record.lon}: expected -180 to 180")
-    if record.public_key is not None and not _KEY.fullmatch(record.public_key):
-        raise RegistryError("public key: expected 'ed25519:' and 43 base64url characters, "
-                            "as the hub printed it")
+    if record.public_key is not None:
+        try:
+            parse_public_key(record.public_key)
+        except ContractError as e:
+            raise RegistryError(f"public key: {e.message} (give it as the hub printed it: ed25519:...)") \
+                from None
     if record.report_every is not None and not 1 <= record.report_every <= 25 * 3600:
         raise RegistryError(f"reporting time {record.report_every}: expected 1 to 90000 seconds")
+
+
+def key_lookup(hubs: dict[str, HubRecord]) -> KeyLookup:
+    """The enrolled public key of each hub (None for a hub without one, or not enrolled)."""
+    keys = {h.id: parse_public_key(h.public_key) for h in hubs.values() if h.public_key}
+    return keys.get
 
 
 def _record(row: Any) -> HubRecord:

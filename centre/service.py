@@ -23,6 +23,7 @@ from hubd.centre.clock import SYSTEM_CLOCK, Clock
 from hubd.centre.commands import Commands
 from hubd.centre.config import CentreConfig
 from hubd.centre.ingest import Ingest
+from hubd.centre.keys import load_or_create
 from hubd.centre.store import Store, is_transient
 from hubd.centre.supervision import Supervisor
 
@@ -43,11 +44,12 @@ class Centre:
         self.config = config
         self.clock = clock
         self.store = store or Store.open(config.store_url, password=config.store_password())
+        self.key = load_or_create(config.key_file)
         self._listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         self.supervisor = Supervisor(self.store, config.supervision, clock=clock, publish=self._feed)
-        self.commands = Commands(self.store, config.mqtt.root, config.commands.timeout, clock=clock)
+        self.commands = Commands(self.store, config.roots, config.commands.timeout, self.key, clock=clock)
         self.commands.on_feed = self._feed
-        self.ingest = Ingest(config, self.store, self.supervisor, self.commands, clock=clock,
+        self.ingest = Ingest(config, self.store, self.supervisor, self.commands, self.key, clock=clock,
                              on_feed=self._feed)
         self.commands.publish = self.ingest.publish
         self.started_at = clock.time()

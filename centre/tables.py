@@ -62,6 +62,8 @@ hubs = Table(
     Column("status_at", Float),
     #: The hub's clock minus the centre's, from its last fresh status (seconds).
     Column("clock_skew", Float),
+    #: The contract version it was last heard speaking (commands go to it in that version).
+    Column("contract", Integer),
 )
 
 #: Every event stored once (``id`` unique), with the trust it was stored under.
@@ -131,6 +133,8 @@ receipts = Table(
     Column("event_id", String(ID), primary_key=True),
     Column("hub", String(ID), nullable=False),
     Column("ward", String(ID), nullable=False),
+    #: The topic root the events came under (and the receipt goes back under).
+    Column("root", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("sent_at", Float),
     Column("sends", Integer, nullable=False, server_default="0"),

@@ -97,6 +97,57 @@ def status(hub: str, *, ward: str = "ward-7", time: float = 1_763_712_000.0,
 
 
 ROOT = "safercom/v1"
+ROOT_V2 = "safercom/v2"
+
+#: Signing keys of test hubs, made once per hub id.
+_KEYS: dict[str, Any] = {}
+
+
+def hub_key(hub: str) -> Any:
+    """The test's signing key of ``hub`` (the same for the whole test run)."""
+    if hub not in _KEYS:
+        _KEYS[hub] = contract.generate_private_key()
+    return _KEYS[hub]
+
+
+def public_key(hub: str) -> str:
+    return contract.public_key_text(hub_key(hub))
+
+
+def signed(envelope: dict[str, Any], *, relayed_by: str | None = None, path: str | None = None,
+           key: Any = None) -> dict[str, Any]:
+    """A version 2 envelope from a version 1 one (same ids and alert), signed by its hub."""
+    v2 = contract.event_envelope_v2(id=envelope["id"], type=envelope["type"], time=envelope["time"],
+                                    ward=envelope["ward"], hub=envelope["hub"], actor=envelope["actor"],
+                                    data=envelope["data"], alert=envelope.get("alert"))
+    out = contract.sign("event", v2, key or hub_key(envelope["hub"]))
+    if relayed_by:
+        out["relayed_by"] = relayed_by
+    if path:
+        out["path"] = path
+    return out
+
+
+def attested(envelope: dict[str, Any], by: str) -> dict[str, Any]:
+    """A version 2 envelope rebuilt by ``by`` from a mesh frame: attested, not signed."""
+    v2 = contract.event_envelope_v2(id=envelope["id"], type=envelope["type"], time=envelope["time"],
+                                    ward=envelope["ward"], hub=envelope["hub"], actor=envelope["actor"],
+                                    data=envelope["data"], alert=envelope.get("alert"))
+    return {**contract.attest(v2, by, hub_key(by)), "relayed_by": by, "path": "mesh"}
+
+
+def signed_status(hub: str, *, seq: int, ward: str = "ward-7", time: float = 1_763_712_000.0,
+                  connected_at: float = 1_763_711_000.0) -> dict[str, Any]:
+    payload = contract.status_payload_v2(hub=hub, ward=ward, seq=seq, time=time, report_every=30,
+                                         connected_at=connected_at, name=f"Hub {hub}", version="0.2.0",
+                                         uptime=5.0, clock_synced=True, components={}, outbox={},
+                                         open_alerts=0)
+    return contract.sign("status", payload, hub_key(hub))
+
+
+def signed_will(hub: str, *, ward: str = "ward-7", connected_at: float = 1_763_711_000.0) -> dict[str, Any]:
+    return contract.sign("status", contract.will_payload_v2(hub=hub, ward=ward, connected_at=connected_at),
+                         hub_key(hub))
 
 
 def centre_config(tmp: Path, port: int, url: str, *, supervision: dict[str, Any] | None = None,
@@ -134,8 +185,8 @@ class FakeHubs:
                                   protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(1, 1)
         subscribed = threading.Event()
-        self.client.on_connect = lambda c, *a: c.subscribe([(f"{ROOT}/+/+/receipt", 1),
-                                                            (f"{ROOT}/+/+/cmd", 1)])
+        topics = [(f"{r}/+/+/{leaf}", 1) for r in (ROOT, ROOT_V2) for leaf in ("receipt", "cmd")]
+        self.client.on_connect = lambda c, *a: c.subscribe(topics)
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port, 30)
@@ -157,17 +208,25 @@ class FakeHubs:
         if self.answer:
             hub = msg.topic.split("/")[-2]
             result = {"ok": True, "result": {"done": payload["cmd"]}}
-            reply = contract.reply_payload(hub, payload["id"], result)
+            if payload.get("v") == 2:
+                unsigned = contract.reply_payload_v2(hub=hub, command_id=payload["id"], time=1.0,
+                                                     reply=result)
+                reply = contract.sign("reply", unsigned, hub_key(hub))
+            else:
+                reply = contract.reply_payload(hub, payload["id"], result)
             props = Properties(PacketTypes.PUBLISH)
             props.CorrelationData = msg.properties.CorrelationData
             client.publish(msg.properties.ResponseTopic, json.dumps(reply), qos=1, properties=props)
 
     def publish(self, hub: str, leaf: str, payload: Any, *, ward: str = "ward-7", retain: bool = False,
-                qos: int = 1) -> None:
+                qos: int = 1, root: str | None = None) -> None:
+        """On ``root``, or the root of the payload's version (version 1 for bytes)."""
         import json
 
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.client.publish(f"{ROOT}/{ward}/{hub}/{leaf}", raw, qos=qos, retain=retain).wait_for_publish(10)
+        if root is None:
+            root = ROOT_V2 if isinstance(payload, dict) and payload.get("v") == 2 else ROOT
+        self.client.publish(f"{root}/{ward}/{hub}/{leaf}", raw, qos=qos, retain=retain).wait_for_publish(10)
 
     def receipted(self) -> set[str]:
         """Every event id some receipt named."""

@@ -51,7 +51,8 @@ def write_config(tmp: Path, port: int = 1883, web_port: int = 0) -> Path:
 
 def test_the_example_config_is_valid_and_documents_every_key() -> None:
     cfg = load_config(EXAMPLE)
-    assert cfg.supervision.report_every == 90 and cfg.mqtt.root == "safercom/v1"
+    assert cfg.supervision.report_every == 90
+    assert cfg.roots == {"safercom/v2": 2, "safercom/v1": 1}
     text = EXAMPLE.read_text()
     for section in ("centre", "store", "mqtt", "supervision", "commands", "web", "snapshots"):
         assert f"[{section}]" in text
@@ -66,6 +67,8 @@ def test_the_example_config_is_valid_and_documents_every_key() -> None:
     ({"web": {"enabled": "yes"}}, "[web] enabled: expected true or false"),
     ({"centre": {"nme": "x"}}, "[centre] nme: unknown key"),
     ({"centr": {}}, "[centr]: unknown section"),
+    ({"mqtt": {"root_v1": "safercom/v2"}}, "[mqtt] root_v1: 'safercom/v2' is also the version 2 root"),
+    ({"mqtt": {"root": "a/+/b"}}, "[mqtt] root: expected topic levels"),
 ])
 def test_config_mistakes_name_the_key(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -108,6 +111,15 @@ def test_registry_and_accounts_from_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no centre is running" in r.stderr
     r = centre_cli("alerts", config=tmp_path / "missing.toml")
     assert r.returncode == 2 and "no configuration" in r.stderr
+
+    r = centre_cli("keys", "show", config=config)
+    assert r.returncode == 2 and "hubd centre keys init" in r.stderr
+    r = centre_cli("keys", "init", "--json", config=config)
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)["public_key"]
+    assert made.startswith("ed25519:") and (tmp_path / "state" / "centre.key").stat().st_mode & 0o777 == 0o600
+    assert centre_cli("keys", "init", config=config).returncode == 2  # never overwritten
+    assert made in centre_cli("keys", config=config).stdout
 
 
 @pytest.fixture

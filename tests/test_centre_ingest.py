@@ -12,13 +12,29 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from centre_support import FakeHubs, alert_event, centre_config, routine_event, status, store_url
+from centre_support import (
+    FakeHubs,
+    alert_event,
+    attested,
+    centre_config,
+    public_key,
+    routine_event,
+    signed,
+    signed_status,
+    signed_will,
+    status,
+    store_url,
+)
 from mqtt_support import CENTRAL
 from support import Mosquitto, wait_for
 
+from hubd import contract
 from hubd.centre import queries, registry, tables
 from hubd.centre.registry import HubRecord
 from hubd.centre.service import Centre
+
+#: Hubs that sign (contract version 2): their keys are enrolled.
+SIGNERS = ("s-1", "s-2")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -53,9 +69,11 @@ def make_centre(tmp_path: Path, broker: Mosquitto, url: str) -> Iterator[Make]:
     def make(enrol: tuple[str, ...] = ("hub-1", "hub-2"), **options: Any) -> Centre:
         options.setdefault("mqtt", {})["client_id"] = client_id
         c = Centre(centre_config(tmp_path / "centre", broker.port, url, **options))
-        for h in enrol:
+        for h in (*enrol, *SIGNERS):
             if registry.get(c.store, h) is None:
-                registry.enrol(c.store, HubRecord(id=h, ward="ward-7", name=f"Hub {h}"), by="test")
+                key = public_key(h) if h in SIGNERS else None
+                record = HubRecord(id=h, ward="ward-7", name=f"Hub {h}", public_key=key)
+                registry.enrol(c.store, record, by="test")
         c.start(web=False, control=False)
         wait_for(lambda: c.ingest.connected, 10, message="centre connected")
         started.append(c)
@@ -188,3 +206,67 @@ def test_commands_without_a_reply_time_out(make_centre: Make, hubs: FakeHubs) ->
     sent = c.commands.send(hub, "siren_test", {}, by="cli:root")
     done = c.commands.wait(sent["id"], 5)
     assert done is not None and done["state"] == "timeout"
+
+
+def test_version_2_signed_events_statuses_and_receipts(make_centre: Make, hubs: FakeHubs) -> None:
+    c = make_centre()
+    centre_key = contract.parse_public_key(contract.public_key_text(c.key))
+    hubs.publish("s-1", "events", signed(alert_event("s-1", 3)))
+    hubs.publish("s-1", "status", signed_status("s-1", seq=41))
+    hubs.publish("s-1", "events", {**signed(alert_event("s-1", 4)), "time": 1.0})  # tampered with
+    wait_for(lambda: {"s-1:3:raised:0", "s-1:s41"} <= hubs.receipted(), 10, message="receipts")
+    receipts = [r for r in hubs.receipts if r["hub"] == "s-1"]
+    for r in receipts:
+        assert contract.check_receipt(r, hub="s-1", centre_key=centre_key)  # signed by the centre
+    wait_for(lambda: queries.quarantine(c.store), 10, message="the forgery quarantined")
+    assert queries.quarantine(c.store)[0]["code"] == "bad_signature"
+    assert stored_ids(c) == ["s-1:3:raised:0"]
+    assert queries.events(c.store)[0]["trust"] == "signed"
+    hub = next(h for h in queries.hubs(c.store) if h["id"] == "s-1")
+    assert hub["contract"] == 2 and hub["status"]["seq"] == 41
+
+
+def test_ward_attested_raises_but_never_closes_and_the_signed_copy_replaces_it(make_centre: Make,
+                                                                              hubs: FakeHubs) -> None:
+    c = make_centre()
+    # Heard only over the mesh, vouched for by s-2: an alarm at once, shown as attested.
+    hubs.publish("s-2", "events", attested(alert_event("s-1", 8), "s-2"))
+    hubs.publish("s-2", "events", attested(alert_event("s-1", 8, "resolved"), "s-2"))
+    wait_for(lambda: len(stored_ids(c)) == 2, 10, message="both attested events stored")
+    a = queries.alert(c.store, "s-1:8")
+    assert a is not None and a["state"] == "raised" and a["trust"] == "ward-attested"
+    assert [p["path"] for p in a["events"][0]["paths"]] == ["mesh"]
+    # The origin's own signed copies arrive: they replace the attested ones and move the alert.
+    hubs.publish("s-1", "events", signed(alert_event("s-1", 8)))
+    hubs.publish("s-1", "events", signed(alert_event("s-1", 8, "resolved")))
+    wait_for(lambda: (queries.alert(c.store, "s-1:8") or {}).get("state") == "resolved", 10,
+             message="resolved by the signed copy")
+    a = queries.alert(c.store, "s-1:8")
+    assert a is not None and a["trust"] == "signed"
+    assert {e["trust"] for e in a["events"]} == {"signed"} and len(a["events"]) == 2
+    assert sorted(p["path"] for p in a["events"][0]["paths"]) == ["direct", "mesh"]
+
+
+def test_a_replayed_last_will_is_refused(make_centre: Make, hubs: FakeHubs) -> None:
+    c = make_centre()
+    hubs.publish("s-1", "status", signed_status("s-1", seq=1, connected_at=2000.0))
+    hubs.publish("s-1", "status", signed_will("s-1", connected_at=1000.0))  # of an older connection
+    wait_for(lambda: queries.quarantine(c.store), 10, message="the replay quarantined")
+    assert queries.quarantine(c.store)[0]["code"] == "replayed"
+    assert c.supervisor.health()["s-1"]["state"] == "online"
+    hubs.publish("s-1", "status", signed_will("s-1", connected_at=2000.0))  # its real Will
+    wait_for(lambda: next(h for h in queries.hubs(c.store) if h["id"] == "s-1")["online"] is False, 10)
+
+
+def test_commands_to_a_signing_hub_are_signed_by_the_centre(make_centre: Make, hubs: FakeHubs) -> None:
+    c = make_centre()
+    hub = registry.get(c.store, "s-1")
+    assert hub is not None
+    sent = c.commands.send(hub, "resolve", {"alert": "s-1:2", "outcome": "test"}, by="operator:olga")
+    done = c.commands.wait(sent["id"], 10)
+    assert done is not None and done["state"] == "replied"
+    topic, payload, _ = hubs.commands[-1]
+    assert topic == "safercom/v2/ward-7/s-1/cmd"
+    accepted = contract.check_command(payload, hub="s-1", centre_key=c.key.public_key(), now=payload["time"],
+                                      clock_synced=True, seen=lambda i: False)
+    assert accepted.command["by"] == "operator:olga" and accepted.command["outcome"] == "test"

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("status", Json),
         sa.Column("status_at", sa.Float),
         sa.Column("clock_skew", sa.Float),
+        sa.Column("contract", sa.Integer),
     )
     op.create_index("ix_hubs_ward", "hubs", ["ward"])
 
@@ -101,6 +102,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(ID), primary_key=True),
         sa.Column("hub", sa.String(ID), nullable=False),
         sa.Column("ward", sa.String(ID), nullable=False),
+        sa.Column("root", sa.String(200), nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("sent_at", sa.Float),
         sa.Column("sends", sa.Integer, nullable=False, server_default="0"),
