@@ -372,7 +372,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         raise CliError(f"{e.message}{hint}") from None
     text = public_key_text(key)
     return _emit(args, {"key_file": str(path), "public_key": text},
-                 lambda _: print(f"{text}\n(every hub needs it in [trust] centre; the private key is {path})"))
+                 lambda _: print(f"{text}\n(every hub needs it in [trust] centre; private key: {path})"))
 
 
 def _print_users(users: list[dict[str, Any]]) -> None:
