@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,6 +221,11 @@ class Ingest:
             log.warning("the broker refused the centre: %s", reason)
             return
         self.connected = True
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            # Acknowledgements and receipts are small writes in a row: without this, Nagle's
+            # algorithm holds each behind the last one's delayed ACK (about 40 ms a time).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info("connected to %s:%s (session %s)", self.config.mqtt.host, self.config.mqtt.port,
                  "resumed" if flags.session_present else "new")
         client.subscribe([(topic_filter(root, leaf), 1) for root in self.roots for leaf in SUBSCRIPTIONS])

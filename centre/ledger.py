@@ -199,20 +199,22 @@ class Ledger:
             ac = tables.alerts.c
             for found in conn.execute(sa.select(ac.id, ac.alert, ac.trust, ac.state).where(ac.id.in_(part))):
                 current[found.id] = found
+        changed: list[dict[str, Any]] = []
         for aid, (r, m) in best.items():
             cur = current.get(aid)
             a = m.alert
             assert a is not None
             if not supersedes(a, m.trust, m.type, cur.alert if cur else None, cur.trust if cur else None):
                 continue
-            values = _alert_row(m, r.received_at)
-            if cur is None:
-                conn.execute(tables.alerts.insert().values(**values))
-            else:
-                del values["first_seen_at"]
-                conn.execute(tables.alerts.update().where(tables.alerts.c.id == aid).values(**values))
+            changed.append(_alert_row(m, r.received_at))
             feed.append({"kind": "alert", "new": cur is None, "previous": cur.state if cur else None,
                          "alert": a, "hub": m.origin, "ward": m.ward, "trust": m.trust, "event_id": m.id})
+        if changed:
+            # One statement for the batch (an alert seen before keeps when it was first seen).
+            ins = self.store.insert(tables.alerts)
+            keep = {"id", "first_seen_at"}
+            update = {c: ins.excluded[c] for c in changed[0] if c not in keep}
+            conn.execute(ins.on_conflict_do_update(index_elements=["id"], set_=update), changed)
 
     # -- hubs' last known state ---------------------------------------------------------------
 
@@ -241,11 +243,23 @@ class Ledger:
             if isinstance(m, EventMessage) and m.via:
                 o = changes.setdefault(m.origin, {})
                 o.update(last_heard_at=r.received_at, last_relayed_at=r.received_at, last_relayed_by=m.via)
+        self._update_hubs(conn, changes)
+        self._update_hubs(conn, first_status, only_unknown=True)
+
+    @staticmethod
+    def _update_hubs(conn: sa.Connection, changes: dict[str, dict[str, Any]],
+                     only_unknown: bool = False) -> None:
+        """One executemany per set of columns (statements with bound parameters, compiled
+        once, not a statement per hub)."""
         hubs = tables.hubs
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for hub, values in changes.items():
-            conn.execute(hubs.update().where(hubs.c.id == hub).values(**values))
-        for hub, values in first_status.items():
-            conn.execute(hubs.update().where(hubs.c.id == hub, hubs.c.status_at.is_(None)).values(**values))
+            groups.setdefault(tuple(sorted(values)), []).append({"hub_id": hub, **values})
+        for columns, rows in groups.items():
+            stmt = hubs.update().where(hubs.c.id == sa.bindparam("hub_id"))
+            if only_unknown:
+                stmt = stmt.where(hubs.c.status_at.is_(None))
+            conn.execute(stmt.values({c: sa.bindparam(c) for c in columns}), rows)
 
     # -- quarantine, replies, snapshots ------------------------------------------------------
 
