@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -78,18 +77,12 @@ def _try_control(args: argparse.Namespace, request: dict[str, Any]) -> Any:
 
 def since(text: str) -> float:
     """'15m', '2h', '3d', an ISO date/time, or Unix seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(text[:-1]) * units[text[-1]]
+    from hubd.centre.queries import parse_time
+
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected e.g. 15m, 2h, 3d, an ISO time or Unix seconds") from None
+        return parse_time(text, time.time())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _when(ts: float | None) -> str:

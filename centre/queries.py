@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +12,23 @@ from hubd.centre import tables
 from hubd.centre.store import Store
 
 OPEN_STATES = ("raised", "acknowledged")
+_AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, now: float) -> float:
+    """A time as people and scripts give it: ``15m``, ``2h``, ``3d`` (that long before
+    ``now``), Unix seconds, or an ISO 8601 date/time; ValueError saying what is expected."""
+    text = text.strip()
+    if text[-1:] in _AGO and text[:-1].replace(".", "", 1).isdigit():
+        return now - float(text[:-1]) * _AGO[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"{text!r}: expected e.g. 15m, 2h, 3d, Unix seconds or an ISO 8601 time") from None
 
 
 def _rows(store: Store, stmt: Any) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ import requests
 from centre_support import FakeHubs, alert_event, centre_config, routine_event
 from flask import Flask
 from flask.testing import FlaskClient
-from mqtt_support import CENTRAL
 from support import Mosquitto, wait_for
 
 from hubd.centre import registry
@@ -31,22 +30,15 @@ VIEWER = ("vic", "viewer password!")
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker", extra_conf=CENTRAL).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def hubs(broker: Mosquitto) -> Iterator[FakeHubs]:
-    h = FakeHubs(broker.port, answer=True)
+def hubs(mosquitto: Mosquitto) -> Iterator[FakeHubs]:
+    h = FakeHubs(mosquitto.port, answer=True)
     yield h
     h.close()
 
 
 @pytest.fixture
-def centre(tmp_path: Path, broker: Mosquitto) -> Iterator[Centre]:
-    c = Centre(centre_config(tmp_path / "centre", broker.port, f"sqlite:///{tmp_path / 'centre.db'}"))
+def centre(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Centre]:
+    c = Centre(centre_config(tmp_path / "centre", mosquitto.port, f"sqlite:///{tmp_path / 'centre.db'}"))
     for hub_id, ward in (("hub-1", "ward-7"), ("hub-2", "ward-7"), ("hub-3", "ward-9")):
         registry.enrol(c.store, HubRecord(id=hub_id, ward=ward, name=f"Hub {hub_id}", lat=9.05, lon=7.49),
                        by="test")

@@ -10,13 +10,11 @@ import re
 import signal
 import subprocess
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from centre_support import FakeHubs, alert_event
-from mqtt_support import CENTRAL
 from support import HUBD, REPO, Mosquitto, free_port, wait_for
 
 from hubd.centre.config import EXAMPLE, ConfigError, load_config, parse_config
@@ -122,20 +120,13 @@ def test_registry_and_accounts_from_the_command_line(tmp_path: Path) -> None:
     assert made in centre_cli("keys", config=config).stdout
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker", extra_conf=CENTRAL).start()
-    yield b
-    b.stop()
-
-
-def test_a_running_centre_through_its_control_socket(tmp_path: Path, broker: Mosquitto) -> None:
-    config = write_config(tmp_path, broker.port, free_port())
+def test_a_running_centre_through_its_control_socket(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = write_config(tmp_path, mosquitto.port, free_port())
     assert centre_cli("hub", "add", "hub-1", "--ward", "ward-7", config=config).returncode == 0
     log = open(tmp_path / "centre.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([*HUBD, "centre", "run", "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
                             cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    hubs = FakeHubs(broker.port, answer=True)
+    hubs = FakeHubs(mosquitto.port, answer=True)
     try:
         def up() -> bool:
             assert proc.poll() is None, (tmp_path / "centre.log").read_text()

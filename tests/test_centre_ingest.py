@@ -25,7 +25,6 @@ from centre_support import (
     status,
     store_url,
 )
-from mqtt_support import CENTRAL
 from support import Mosquitto, wait_for
 
 from hubd import contract
@@ -44,15 +43,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path / "broker", extra_conf=CENTRAL).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def hubs(broker: Mosquitto) -> Iterator[FakeHubs]:
-    h = FakeHubs(broker.port, answer=True)
+def hubs(mosquitto: Mosquitto) -> Iterator[FakeHubs]:
+    h = FakeHubs(mosquitto.port, answer=True)
     yield h
     h.close()
 
@@ -61,14 +53,14 @@ Make = Callable[..., Centre]
 
 
 @pytest.fixture
-def make_centre(tmp_path: Path, broker: Mosquitto, url: str) -> Iterator[Make]:
+def make_centre(tmp_path: Path, mosquitto: Mosquitto, url: str) -> Iterator[Make]:
     """Centres on the test's store and broker (the same client id, so one session)."""
     started: list[Centre] = []
     client_id = f"centre-{tmp_path.name[-12:]}"
 
     def make(enrol: tuple[str, ...] = ("hub-1", "hub-2"), **options: Any) -> Centre:
         options.setdefault("mqtt", {})["client_id"] = client_id
-        c = Centre(centre_config(tmp_path / "centre", broker.port, url, **options))
+        c = Centre(centre_config(tmp_path / "centre", mosquitto.port, url, **options))
         for h in (*enrol, *SIGNERS):
             if registry.get(c.store, h) is None:
                 key = public_key(h) if h in SIGNERS else None

@@ -7,7 +7,7 @@ recorded with every command as ``<role>:<user>``.
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -49,19 +49,14 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _time_arg(name: str) -> float | None:
-    """``since``/``until``: Unix seconds or an ISO 8601 date/time."""
+    """``since``/``until``: ``2h`` (ago), Unix seconds or an ISO 8601 date/time."""
     text = request.args.get(name)
     if not text:
         return None
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise ApiError("bad_request",
-                       f"{name}: expected Unix seconds or an ISO 8601 time, got {text!r}") from None
+        return queries.parse_time(text, time.time())
+    except ValueError as e:
+        raise ApiError("bad_request", f"{name}: {e}") from None
 
 
 def _limit(default: int = 200) -> int:
