@@ -263,3 +263,22 @@ def test_commands_to_a_signing_hub_are_signed_by_the_centre(make_centre: Make, h
     accepted = contract.check_command(payload, hub="s-1", centre_key=c.key.public_key(), now=payload["time"],
                                       clock_synced=True, seen=lambda i: False)
     assert accepted.command["by"] == "operator:olga" and accepted.command["outcome"] == "test"
+
+
+def test_snapshots_are_kept_on_disk_and_age_out(make_centre: Make, hubs: FakeHubs) -> None:
+    c = make_centre()
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
+    hubs.publish("hub-1", "snapshots/hub-1:7", jpeg)
+    hubs.publish("hub-1", "snapshots/hub-2:7", jpeg)  # not hub-1's alert: refused
+    wait_for(lambda: queries.quarantine(c.store), 10, message="the wrong one quarantined")
+    with c.store.read() as conn:
+        row = conn.execute(sa.select(tables.snapshots)).one()
+    assert row.alert_id == "hub-1:7" and row.size == len(jpeg)
+    path = Path(row.path)
+    assert path.read_bytes() == jpeg and path.is_relative_to(c.config.snapshot_dir)
+    with c.store.write() as conn:
+        conn.execute(tables.snapshots.update().values(received_at=1.0))
+    c.retention()
+    assert not path.exists()
+    with c.store.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.snapshots)).scalar() == 0

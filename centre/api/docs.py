@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-from hubd import __version__
 from hubd.contract import MQTT_COMMANDS, schema
 from hubd.web.openapi import Paths, Schema, document, json_body, login_operations, ok, query
 from hubd.web.policy import Policy
@@ -78,6 +78,13 @@ SCHEMAS: dict[str, Schema] = {
 TIME = {"type": "string", "description": "Unix seconds or ISO 8601"}
 
 
+def _version() -> str:
+    try:
+        return version("hubd")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def openapi_document(centre: Centre, policy: Policy) -> Schema:
     p = Paths()
     login_operations(p)
@@ -135,7 +142,7 @@ def openapi_document(centre: Centre, policy: Policy) -> Schema:
           params=[query("after", {"type": "integer"}, "resume after this seq")],
           responses={"200": ok(STR, media="text/event-stream")}, errors=("400", "401", "503"))
     p.add("/api/openapi.json", "get", "This document", responses={"200": ok({"type": "object"})}, security=[])
-    return document(policy=policy, title=f"{centre.config.centre.name}: hubd centre API", version=__version__,
+    return document(policy=policy, title=f"{centre.config.centre.name}: hubd centre API", version=_version(),
                     description="The E-telligence centre: every ward hub's alerts, events, health and "
                                 "commands. Changes need a session, its CSRF token (X-CSRF-Token) and an "
                                 "operator's or supervisor's role.",
