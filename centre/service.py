@@ -31,6 +31,8 @@ log = logging.getLogger("hubd.centre")
 
 #: Feed rows older than this are pruned (the live stream's resume window).
 FEED_KEEP = 7 * 86400.0
+#: Quarantined messages are kept this long (a flood of garbage must not fill the disk for good).
+QUARANTINE_KEEP = 30 * 86400.0
 
 
 class Centre:
@@ -129,10 +131,12 @@ class Centre:
                     log.exception("tick failed; going on")
 
     def retention(self) -> None:
-        """Delete snapshots past ``[snapshots] keep_days`` and old feed rows."""
+        """Delete snapshots past ``[snapshots] keep_days``, old feed rows and old quarantine."""
         now = self.clock.time()
         with self.store.write() as conn:
             conn.execute(tables.feed.delete().where(tables.feed.c.at < now - FEED_KEEP))
+            q = tables.quarantine
+            conn.execute(q.delete().where(q.c.received_at < now - QUARANTINE_KEEP))
         days = self.config.snapshots.keep_days
         if days <= 0:
             return
