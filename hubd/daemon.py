@@ -171,7 +171,7 @@ class Daemon:
         supervisor = PowerSupervisor(self.config, self.hub, clock=self.clock)
         publish_status = getattr(self.components.get("mqtt"), "publish_status", None)
         if publish_status is not None:
-            supervisor.before_shutdown.append(publish_status)  # the last status: "powering down"
+            supervisor.on_change.append(publish_status)  # the retained status says it at once
         factory = getattr(self.components.get("sensors"), "factory", None)
         monitor = PowerMonitor(self.config, supervisor, self.hub, factory)
         self.components["power"] = monitor

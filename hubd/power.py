@@ -45,7 +45,7 @@ from typing import Any
 from hubd.clock import Clock
 from hubd.config import Config, PowerConfig
 from hubd.lifecycle import Hub
-from hubd.model import AlertKind
+from hubd.model import AlertKind, Event
 
 log = logging.getLogger("hubd.power")
 
@@ -368,8 +368,9 @@ class PowerSupervisor:
 
     ``update(reading)`` is called by the power sensors' thread; it may block for the whole
     shutdown sequence (at most ``shutdown_grace`` plus the command's time), never a hub thread.
-    ``before_shutdown`` callables run once the ``power.shutdown`` event is committed: the
-    daemon gives the MQTT link's "publish the status now" there.
+    ``on_change`` callables run after each reading's changes are recorded (before the shutdown
+    waits for the broker): the daemon gives the MQTT link's "publish the status now", so the retained
+    status says the power state at once, and the last one says "shutting_down".
     """
 
     def __init__(self, config: Config, hub: Hub, *, clock: Clock,
@@ -385,7 +386,7 @@ class PowerSupervisor:
         self._lock = threading.Lock()
         self._restored: dict[str, Any] | None = None
         self._started_at = clock.monotonic()
-        self.before_shutdown: list[Callable[[], None]] = []
+        self.on_change: list[Callable[[], None]] = []
 
     # --- life ---------------------------------------------------------------------------------
 
@@ -398,8 +399,16 @@ class PowerSupervisor:
         with self._lock:
             changes = self.rules.update(reading, self.clock.monotonic())
         self._report_restored()
-        for change in changes:
-            self._apply(change)
+        recorded = [(change, self._apply(change)) for change in changes]
+        if changes:
+            for hook in self.on_change:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("after %s", ", ".join(c.type for c in changes))
+        for change, event in recorded:
+            if change.type == "power.shutdown":
+                self._shut_down(change, event.outbox if event is not None else ())
 
     def due(self) -> float | None:
         """When the rules want the next reading (monotonic), if sooner than the usual poll."""
@@ -424,18 +433,18 @@ class PowerSupervisor:
 
     # --- acting on the hub --------------------------------------------------------------------
 
-    def _apply(self, change: PowerChange) -> None:
+    def _apply(self, change: PowerChange) -> Event | None:
+        """Record a change as an event (returned) and raise the alarm it calls for."""
         level = "critical" if change.type == "power.shutdown" else "warning"
         getattr(log, level)("%s %s", change.type, change.data)
         try:
-            event = self.hub.record(change.type, actor=ACTOR, data=change.data)
+            event: Event | None = self.hub.record(change.type, actor=ACTOR, data=change.data)
         except Exception:
             log.exception("could not record %s", change.type)
             event = None
         if change.type == "power.battery_low" and self.config.low_alarm:
             self._raise_alarm(change)
-        elif change.type == "power.shutdown":
-            self._shut_down(change, event.outbox if event is not None else ())
+        return event
 
     def _raise_alarm(self, change: PowerChange) -> None:
         if self.store.alerts(open_only=True, remote=False, source=ALARM_SOURCE, limit=1):
@@ -447,13 +456,8 @@ class PowerSupervisor:
             log.exception("could not raise the low-battery alarm")
 
     def _shut_down(self, change: PowerChange, outbox: Sequence[tuple[str, int, int]]) -> None:
-        """Last status, the event confirmed by the broker (within the grace), the store
-        flushed with a record of the shutdown, then the shutdown command."""
-        for hook in self.before_shutdown:
-            try:
-                hook()
-            except Exception:
-                log.exception("before shutdown")
+        """The event confirmed by the broker (within the grace; the last status has gone with
+        ``on_change``), the store flushed with a record of the shutdown, then the command."""
         rows = [row for dest, row, _ in outbox if dest == "mqtt"]
         deadline = self.clock.monotonic() + self.config.shutdown_grace
         while rows and not self.store.delivered(rows) and self.clock.monotonic() < deadline:

@@ -172,9 +172,9 @@ class BatteryMonitor:
     """The battery's voltage and current from a monitor on I2C; the bus is opened at the first
     reading and again after an error."""
 
-    def __init__(self, config: BatteryConfig, open_bus: Callable[[int], SMBusLike] = open_i2c_bus):
+    def __init__(self, config: BatteryConfig, open_bus: Callable[[int], SMBusLike] | None = None):
         self.config = config
-        self._open_bus = open_bus
+        self._open_bus = open_bus or open_i2c_bus
         self._bus: SMBusLike | None = None
         self._chip: INA219 | None = None
 
@@ -260,7 +260,7 @@ class PowerMonitor:
     """The ``power`` component: reads the configured sources and feeds the supervisor."""
 
     def __init__(self, config: Config, supervisor: PowerSupervisor, hub: Hub,
-                 pin_factory: Factory | None = None, *, open_bus: Callable[[int], SMBusLike] = open_i2c_bus):
+                 pin_factory: Factory | None = None, *, open_bus: Callable[[int], SMBusLike] | None = None):
         assert config.power is not None
         self.config = config.power
         self.supervisor = supervisor

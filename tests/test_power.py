@@ -422,7 +422,7 @@ def test_orderly_shutdown_last_status_flush_then_the_command_and_a_quiet_restart
         rows = store.query("SELECT id FROM outbox WHERE delivered_at IS NULL")
         store.mark_delivered([r["id"] for r in rows])  # the broker took it at once
 
-    supervisor.before_shutdown.append(last_status)
+    supervisor.on_change.append(last_status)
     supervisor.start()
     supervisor.update(PowerReading(mains_failed=True, battery_voltage=volts(30)))
     clock.shift += 3
@@ -431,7 +431,7 @@ def test_orderly_shutdown_last_status_flush_then_the_command_and_a_quiet_restart
         supervisor.update(PowerReading(mains_failed=True, battery_voltage=volts(3)))
         clock.shift += 5
     assert time.monotonic() - started < 0.5  # delivered at once: no waiting out the grace
-    assert order == ["status shutting_down"]
+    assert order == ["status battery_low", "status shutting_down"]  # on battery and low: one reading
     assert supervisor.status()["state"] == "shutting_down"
     shutdown = [e for e in power_events(store) if e["type"] == "power.shutdown"]
     assert len(shutdown) == 1 and shutdown[0]["data"]["message"] == "powering down, battery 3 %"
