@@ -6,6 +6,7 @@ configuration's checks and the status on the wire."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 import time
@@ -654,3 +655,46 @@ def test_press_simulation_names_are_reserved_only_when_fitted() -> None:
                        check_files=False)
     assert [b.name for b in cfg.buttons] == ["tamper", "mains"]
 
+
+
+def test_the_example_configs_power_block_is_valid() -> None:
+    """hubd/example.toml's commented [power] and [hardware.tamper] blocks, uncommented."""
+    import tomllib
+
+    text = (Path(__file__).resolve().parent.parent / "hubd" / "example.toml").read_text()
+    lines, block = [], False
+    for line in text.splitlines():
+        block = block or line.startswith(("# [power", "# [hardware.tamper]"))
+        if block and line.startswith("#"):
+            lines.append(line[2:] if line.startswith("# ") else line[1:])
+        else:
+            block = False
+            lines.append(line)
+    cfg = parse_config(tomllib.loads("\n".join(lines)), check_files=False)
+    assert cfg.power is not None and cfg.power.mains is not None and cfg.power.battery is not None
+    assert cfg.power.battery.address == 0x42 and cfg.power.throttled is not None
+    assert cfg.hardware.tamper is not None and cfg.hardware.tamper.kind == "tamper"
+
+
+def test_the_page_shows_on_battery_time_left_and_an_open_enclosure(tmp_path: Path) -> None:
+    from test_web_helpers import login, make_web_hub
+
+    wh = make_web_hub(tmp_path)
+    try:
+        wh.hub.add_status_provider("power", lambda: {**POWER, "since": time.time() - 60})
+        wh.hub.add_status_provider("tamper", lambda: {"open": True, "alert": None})
+        c = wh.app.test_client()
+        login(c)
+        html = c.get("/").get_data(as_text=True)
+        banner = re.search(r'<p class="banner warn" id="power-banner"[^>]*>(.*?)</p>', html, re.S)
+        expected = r"ON BATTERY since \d\d:\d\d:\d\d · battery 62 % · about 1 h 20 min left"
+        assert banner and re.fullmatch(expected, banner.group(1).strip()), banner
+        assert 'id="tamper-banner"' in html and "ENCLOSURE OPEN" in html
+        assert re.search(r'id="power-battery">battery 62 % · 3.75 V · -0.50 A<', html)
+        wh.hub.add_status_provider("power", lambda: {**POWER, "state": "mains", "mains": True,
+                                                     "time_left": None})
+        html = c.get("/partials/dashboard").get_data(as_text=True)
+        assert 'id="power-banner"' not in html and ">mains power<" in html
+    finally:
+        wh.hub.stop()
+        wh.store.close()
