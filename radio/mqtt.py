@@ -215,8 +215,7 @@ class MqttLink:
         """Say 'offline, stopped' on the status topic (so the Will is not needed) and disconnect."""
         if self._move(LinkState.CLOSING, only_from=UP) in UP:
             try:
-                info = self._publish(self.topics.status, contract.dumps(stopped_message(
-                    self.hub.status(), self.clock.time())), retain=True)
+                info = self._publish(self.topics.status, contract.dumps(self._stopped_payload()), retain=True)
                 deadline = self.clock.monotonic() + min(2.0, timeout)
                 while info is not None and not info.is_published() and self.clock.monotonic() < deadline:
                     if self._wait_for(lambda: self.state is not LinkState.CLOSING, 0.02):
@@ -235,6 +234,13 @@ class MqttLink:
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def _stopped_payload(self) -> dict[str, Any]:
+        try:
+            return stopped_message(self.hub.status(), self.clock.time())
+        except Exception:  # the store may be what failed: say "stopped" all the same
+            log.exception("cannot read the status for the stopped status")
+            return contract.offline_payload(self.config.hub.ward, self.hub_id, "stopped", self.clock.time())
 
     def publish_status(self) -> None:
         """Publish the retained status now, if connected (the power supervisor's last status)."""
