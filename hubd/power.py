@@ -392,7 +392,10 @@ class PowerSupervisor:
 
     def start(self) -> None:
         """Read the record of the last orderly shutdown, if the hub is back from one."""
-        self._restored = self.store.take_power_down()
+        try:
+            self._restored = self.store.take_power_down()
+        except Exception:  # a store that refuses writes must not keep the hub from starting
+            log.exception("could not read the record of the last power-down")
         self._report_restored()
 
     def update(self, reading: PowerReading) -> None:
