@@ -66,7 +66,15 @@ def status_message(status: dict[str, Any], now: float) -> dict[str, Any]:
         hub=status["hub"], ward=status["ward"], time=now, name=status.get("name", ""),
         version=status["version"], uptime=status["uptime"], clock_synced=status["clock_synced"],
         components=status["components"], outbox=status["outbox"],
-        open_alerts=sum(1 for a in status["open_alerts"] if not a.get("remote")))
+        open_alerts=sum(1 for a in status["open_alerts"] if not a.get("remote")),
+        power=status["links"].get("power"), tamper=status["links"].get("tamper"))
+
+
+def stopped_message(status: dict[str, Any], now: float) -> dict[str, Any]:
+    """The retained 'offline, stopped' payload at ``now``, with the power and tamper of
+    ``Hub.status()`` (power state ``shutting_down``: the hub powered itself down)."""
+    return contract.offline_payload(status["ward"], status["hub"], "stopped", now,
+                                    power=status["links"].get("power"), tamper=status["links"].get("tamper"))
 
 
 class _Client(mqtt.Client):
@@ -207,8 +215,7 @@ class MqttLink:
         """Say 'offline, stopped' on the status topic (so the Will is not needed) and disconnect."""
         if self._move(LinkState.CLOSING, only_from=UP) in UP:
             try:
-                info = self._publish(self.topics.status, contract.dumps(contract.offline_payload(
-                    self.config.hub.ward, self.hub_id, "stopped", self.clock.time())), retain=True)
+                info = self._publish(self.topics.status, contract.dumps(self._stopped_payload()), retain=True)
                 deadline = self.clock.monotonic() + min(2.0, timeout)
                 while info is not None and not info.is_published() and self.clock.monotonic() < deadline:
                     if self._wait_for(lambda: self.state is not LinkState.CLOSING, 0.02):
@@ -227,6 +234,19 @@ class MqttLink:
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def _stopped_payload(self) -> dict[str, Any]:
+        try:
+            return stopped_message(self.hub.status(), self.clock.time())
+        except Exception:  # the store may be what failed: say "stopped" all the same
+            log.exception("cannot read the status for the stopped status")
+            return contract.offline_payload(self.config.hub.ward, self.hub_id, "stopped", self.clock.time())
+
+    def publish_status(self) -> None:
+        """Publish the retained status now, if connected (the power supervisor's last status)."""
+        if self.state in UP:
+            self._publish_status()
+            self.client.write_now()
 
     def status(self) -> dict[str, Any]:
         stats = self.store.outbox_stats().get(DESTINATION, {"depth": 0, "oldest_age": None})
