@@ -35,7 +35,12 @@ log = logging.getLogger("hubd.centre.supervision")
 
 HUB_SILENT = "hub_silent"
 PATH_FAULT = "path_fault"
-KINDS = (HUB_SILENT, PATH_FAULT)
+#: A hub silent after its last word said it was on battery (or powering itself down): most
+#: likely its power, not its link (docs/mqtt-contract.md, "Power lost, not silent").
+POWER_LOST = "power_lost"
+KINDS = (HUB_SILENT, PATH_FAULT, POWER_LOST)
+#: The power states after which silence is a power loss.
+ON_BATTERY = ("on_battery", "battery_low", "shutting_down")
 
 
 @dataclass
@@ -191,6 +196,8 @@ class Supervisor:
                 for w in self._watches.values():
                     want, why = self._wanted(w, now)
                     have = w.alarm[1] if w.alarm else None
+                    if have == POWER_LOST:
+                        have = HUB_SILENT  # what it is, as far as traffic says
                     if want != have:
                         changes.append((w, want, why))
             for w, want, why in changes:
@@ -199,9 +206,11 @@ class Supervisor:
                     self._close(w.alarm[0], w.hub, w.alarm[1], why_closed)
                     w.alarm = None
                 if want is not None:
-                    w.alarm = (self._open(w, want, why), want)
+                    w.alarm = self._open(w, want, why)
 
-    def _open(self, w: _Watch, kind: str, reason: str) -> int:
+    def _open(self, w: _Watch, kind: str, reason: str) -> tuple[int, str]:
+        """Store and announce an alarm; its id and kind (``hub_silent`` may be told apart as
+        ``power_lost`` by the hub's last status)."""
         wall = self.clock.time()
         with self.store.write() as conn:
             h = tables.hubs.c
@@ -209,6 +218,8 @@ class Supervisor:
                                          h.last_relayed_by, h.online, h.status, h.status_at, h.clock_skew)
                                .where(h.id == w.hub)).first()
             detail = dict(row._mapping) if row is not None else {}
+            if kind == HUB_SILENT:
+                kind, reason = _power_lost(detail.get("status"), kind, reason)
             alarm_id = conn.execute(tables.alarms.insert().returning(tables.alarms.c.id).values(
                 hub=w.hub, ward=w.ward, kind=kind, opened_at=wall, reason=reason, detail=detail)).scalar_one()
             body = {"kind": "alarm", "action": "opened", "id": alarm_id, "alarm": kind, "hub": w.hub,
@@ -217,7 +228,7 @@ class Supervisor:
                                .values(at=wall, kind="alarm", body=body)).scalar_one()
         log.warning("ALARM %s: %s", kind, reason)
         self.publish([{"seq": seq, "at": wall, **body}])
-        return int(alarm_id)
+        return int(alarm_id), kind
 
     def _close(self, alarm_id: int, hub: str, kind: str, why: str) -> None:
         wall = self.clock.time()
@@ -255,6 +266,21 @@ class Supervisor:
                     "paused": bool(self._paused),
                 }
         return out
+
+
+def _power_lost(status: Any, kind: str, reason: str) -> tuple[str, str]:
+    """``power_lost`` instead of ``hub_silent`` when the hub's last status said it was on
+    battery or powering itself down."""
+    power = status.get("power") if isinstance(status, dict) else None
+    state = power.get("state") if isinstance(power, dict) else None
+    if state not in ON_BATTERY:
+        return kind, reason
+    assert isinstance(power, dict)
+    battery = power.get("battery")
+    level = f", battery {battery:.0f} %" if isinstance(battery, int | float) else ""
+    if state == "shutting_down":
+        return POWER_LOST, f"{reason}: it powered itself down (battery critical{level})"
+    return POWER_LOST, f"{reason}: power most likely lost (last heard {state.replace('_', ' ')}{level})"
 
 
 def open_alarms(store: Store, hub: str | None = None, *, include_closed: bool = False,

@@ -186,7 +186,7 @@ alarms = Table(
     Column("id", Serial, primary_key=True, autoincrement=True),
     Column("hub", String(ID), nullable=False),
     Column("ward", String(ID), nullable=False),
-    #: hub_silent | path_fault
+    #: hub_silent | path_fault | power_lost
     Column("kind", String(16), nullable=False),
     Column("opened_at", Float, nullable=False),
     Column("closed_at", Float),

@@ -16,7 +16,7 @@ from hubd.centre import registry, tables
 from hubd.centre.config import SupervisionConfig
 from hubd.centre.registry import HubRecord
 from hubd.centre.store import Store
-from hubd.centre.supervision import HUB_SILENT, PATH_FAULT, Supervisor, open_alarms
+from hubd.centre.supervision import HUB_SILENT, PATH_FAULT, POWER_LOST, Supervisor, open_alarms
 
 
 class ManualClock:
@@ -194,3 +194,30 @@ def test_removed_hubs_have_their_alarms_closed_and_new_ones_a_full_period(store:
     clock.advance(80)
     s.check()
     assert not any(a[0] == "new" for a in alarms(store))
+
+
+def test_silent_after_saying_it_was_on_battery_is_power_lost(store: Store) -> None:
+    clock = ManualClock()
+    s = supervisor(store, clock)
+    hear_all(s, clock)
+    with store.write() as conn:
+        conn.execute(tables.hubs.update().where(tables.hubs.c.id == "hub-1").values(
+            status={"online": True, "power": {"state": "on_battery", "battery": 41.5}}))
+    hear_all(s, clock, "hub-2", "fast", "far")
+    clock.advance(19)
+    hear_all(s, clock, "hub-2", "fast", "far")
+    clock.advance(19)
+    hear_all(s, clock, "hub-2", "fast", "far")
+    clock.advance(19)
+    hear_all(s, clock, "hub-2", "fast", "far")
+    clock.advance(19)
+    hear_all(s, clock, "hub-2", "fast", "far")
+    clock.advance(15)
+    s.check()
+    s.check()  # still the same alarm: not closed and reopened
+    assert alarms(store) == [("hub-1", POWER_LOST, True)]
+    assert "power most likely lost (last heard on battery, battery 42 %)" in open_alarms(store)[0]["reason"]
+    assert s.health()["hub-1"]["state"] == POWER_LOST
+    s.heard("hub-1", clock.monotonic())
+    s.check()
+    assert alarms(store) == [("hub-1", POWER_LOST, False)]

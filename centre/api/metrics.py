@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hubd.centre import queries
-from hubd.centre.supervision import HUB_SILENT, PATH_FAULT
+from hubd.centre.supervision import HUB_SILENT, PATH_FAULT, POWER_LOST
 from hubd.web.live import LiveHub
 from hubd.web.metrics import Exposition
 
 if TYPE_CHECKING:
     from hubd.centre.service import Centre
 
-HEALTH_STATES = ("online", "waiting", HUB_SILENT, PATH_FAULT)
+HEALTH_STATES = ("online", "waiting", HUB_SILENT, PATH_FAULT, POWER_LOST)
 QUANTILES = (0.5, 0.9, 0.99)
 
 
