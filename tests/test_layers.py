@@ -29,7 +29,7 @@ def test_every_core_module_is_held_to_the_core_contract() -> None:
 
 def test_the_shared_packages_may_import_nothing_of_the_hub() -> None:
     core = set(_contracts()["core"]["source_modules"])
-    for shared in ("contract", "web"):
+    for shared in ("contract", "web", "centre"):
         forbidden = set(_contracts()[shared]["forbidden_modules"])
         assert core <= forbidden, f"{shared}: forbid {sorted(core - forbidden)}"
         assert {"hubd.sensors", "hubd.radio"} <= forbidden
