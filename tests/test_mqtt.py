@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from mqtt_support import AS_ROOT, CENTRAL, Centre, assert_valid, local_hub, undelivered
+from mqtt_support import AS_ROOT, CAP_DATETIME, CENTRAL, Centre, assert_valid, local_hub, undelivered
 from support import REPO, Mosquitto, free_port, wait_for
 
 from hubd.radio import cap, homeassistant
@@ -460,7 +460,7 @@ def test_home_assistant_discovery_and_cap(tmp_path, broker, cleanup):
         for tag in ("identifier", "sender", "sent", "status", "msgType", "scope"):
             el = doc.find(f"cap:{tag}", ns)
             assert el is not None and el.text, tag
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", doc.findtext("cap:sent", "", ns))
+        assert re.fullmatch(CAP_DATETIME, doc.findtext("cap:sent", "", ns)), doc.findtext("cap:sent", "", ns)
         assert doc.findtext("cap:status", "", ns) in ("Actual", "Exercise", "System", "Test", "Draft")
         assert not re.search(r"[\s,<&]", doc.findtext("cap:identifier", "", ns))
         assert not re.search(r"[\s,<&]", doc.findtext("cap:sender", "", ns))

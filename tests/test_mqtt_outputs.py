@@ -4,11 +4,13 @@ and which of them a configuration turns on."""
 from __future__ import annotations
 
 import json
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_support import mqtt_section
+from mqtt_support import CAP_DATETIME, mqtt_section
 from support import hub_config
 
 from hubd.commands import CommandProcessor
@@ -18,7 +20,7 @@ from hubd.lifecycle import Hub
 from hubd.model import Event
 from hubd.radio.cap import CAP_NS, CapOutput
 from hubd.radio.homeassistant import HomeAssistantOutput
-from hubd.radio.mqtt import standard_outputs
+from hubd.radio.mqtt import standard_outputs, topics_for
 from hubd.radio.mqtt_output import Message
 from hubd.radio.snapshots import SnapshotOutput
 from hubd.store import Store
@@ -80,6 +82,19 @@ def test_cap_goes_with_this_hubs_alert_transitions_only() -> None:
     assert out.messages({**envelope(), "type": "siren.test", "alert": None}) == []
 
 
+def test_cap_times_are_utc_written_as_cap_requires() -> None:
+    ns = {"cap": CAP_NS}
+    out = CapOutput(TOPICS.cap, "hub-1")
+    acked = envelope("alert.acknowledged", id="hub-1:3:acknowledged:0", time=1.7e9 + 75)
+    raised, update = (ET.fromstring(out.messages(env)[0].payload) for env in (envelope(), acked))
+    assert raised.findtext("cap:sent", "", ns) == "2023-11-14T22:13:20-00:00"
+    assert update.findtext("cap:sent", "", ns) == "2023-11-14T22:14:35-00:00"
+    assert update.findtext("cap:references", "", ns) == "hubd.hub-1@ward-7,hub-1:3,2023-11-14T22:13:20-00:00"
+    assert re.fullmatch(CAP_DATETIME, update.findtext("cap:sent", "", ns))
+    assert not re.fullmatch(CAP_DATETIME, "2023-11-14T22:14:35+00:00"), "CAP 1.2: UTC is -00:00"
+    assert re.fullmatch(CAP_DATETIME, "2023-11-15T00:14:35+02:00")
+
+
 # --- Home Assistant ----------------------------------------------------------------------------
 
 
@@ -101,7 +116,7 @@ class FakeCore:
 def home_assistant(tmp_path: Path) -> tuple[HomeAssistantOutput, FakeCore, list[Message]]:
     cfg = config(tmp_path, homeassistant=True)
     core = FakeCore()
-    return HomeAssistantOutput(cfg, Topics.for_config(cfg), core.status, core.execute), core, []
+    return HomeAssistantOutput(cfg, topics_for(cfg), core.status, core.execute), core, []
 
 
 def test_home_assistant_announces_itself_at_every_connect(tmp_path: Path) -> None:
@@ -163,7 +178,7 @@ def test_standard_outputs_follow_the_configuration(tmp_path: Path, options: dict
     store = Store(cfg.store_path)
     try:
         hub = Hub(cfg, store)
-        outputs = standard_outputs(cfg, Topics.for_config(cfg), hub, CommandProcessor(hub))
+        outputs = standard_outputs(cfg, topics_for(cfg), hub, CommandProcessor(hub))
         assert [type(o) for o in outputs] == kinds
     finally:
         store.close()
