@@ -21,6 +21,19 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def run_demo(tmp_path: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """A demo expected to end by itself; one that does not is killed with its hubs."""
+    demo = subprocess.Popen([*HUBD, "demo", *args], env=demo_env(tmp_path), cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = demo.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(demo.pid, signal.SIGKILL)
+        demo.communicate()
+        raise AssertionError(f"the demo still ran after {timeout} s") from None
+    return subprocess.CompletedProcess(demo.args, demo.returncode, out, err)
+
+
 def test_demo_with_three_hubs(tmp_path: Path) -> None:
     env = demo_env(tmp_path)
     state = tmp_path / "state"
@@ -73,8 +86,7 @@ def test_a_hub_that_cannot_start_stops_the_demo_with_its_reason(tmp_path: Path) 
     (state / "hub-2").mkdir(parents=True)
     with open(state / "hub-2" / "hubd.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another hubd" holds hub-2's state directory
-        r = subprocess.run([*HUBD, "demo", "--hubs", "3", "--port", "0", "--state-dir", str(state)],
-                           env=demo_env(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=120)
+        r = run_demo(tmp_path, "--hubs", "3", "--port", "0", "--state-dir", str(state), timeout=120)
     assert r.returncode == 1
     why = f"hub-2 did not start (exited (1)): another hubd is running on {state / 'hub-2'}"
     assert why in r.stderr, r.stderr
@@ -88,9 +100,8 @@ def test_mesh_demo_on_a_taken_port_says_which_hub_and_port(tmp_path: Path) -> No
         s.bind(("127.0.0.1", 0))
         s.listen()
         taken = s.getsockname()[1]
-        r = subprocess.run([*HUBD, "demo", "--hubs", "2", "--port", str(taken), "--state-dir",
-                            str(tmp_path / "state")], env=demo_env(tmp_path), cwd=REPO, capture_output=True,
-                           text=True, timeout=60)
+        r = run_demo(tmp_path, "--hubs", "2", "--port", str(taken), "--state-dir", str(tmp_path / "state"),
+                     timeout=60)
     assert r.returncode == 2
     [line] = r.stderr.strip().splitlines()
     assert f"port {taken} on 127.0.0.1 (hub 1's page) is already in use" in line and "--port 0" in line, line
