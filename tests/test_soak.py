@@ -52,11 +52,13 @@ def test_a_day_of_beacons_heartbeats_escalations_and_pruning(tmp_path: Path) -> 
     for s in samples:
         print(s)
 
-    # It was a day's work: every kind of periodic activity happened as often as in 24 h.
+    # It was a day's work: every kind of periodic activity happened as often as in 24 h.  A
+    # beacon waits while frames are on the air, and each is timed from the one before: the
+    # wake-up latency of a loaded machine (milliseconds, a few per cent of a compressed
+    # interval) costs some.  Heartbeats keep a fixed rate: only stalls longer than a compressed
+    # interval (42 ms) cost one.
     assert r["beacons"] >= 0.8 * HOURS * 3600 / soak.BEACON, r["beacons"]
-    # Each heartbeat is timed from the one before, plus the drain loop's wake-up latency: a few
-    # milliseconds, which compressed time turns into a fifth of the interval.
-    assert r["heartbeats"] >= 0.75 * HOURS * 3600 / soak.HEARTBEAT, r["heartbeats"]
+    assert r["heartbeats"] >= 0.9 * HOURS * 3600 / soak.HEARTBEAT, r["heartbeats"]
     assert r["counts"]["alerts"] >= 0.6 * HOURS / 24 * soak.ALERTS_PER_DAY
     assert r["escalations"] >= r["counts"]["alerts"], "unacknowledged alerts escalated"
     assert r["counts"]["prunes"] >= int(HOURS * 3600 / soak.PRUNE_EVERY) - 1
