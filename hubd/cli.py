@@ -29,6 +29,12 @@ def demo_runtime_dir() -> Path:
     return Path(base) / "hubd-demo"
 
 
+def demo_config_link() -> Path:
+    """Where a running ``hubd demo`` links its config, so local commands (``hubd user``,
+    ``hubd doctor``) find it as the control socket's commands find its socket."""
+    return demo_runtime_dir() / "hub.toml"
+
+
 def _socket_path(args: argparse.Namespace) -> Path:
     if os.environ.get("HUBD_SOCKET"):
         return Path(os.environ["HUBD_SOCKET"])
@@ -41,8 +47,18 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _config_path(args: argparse.Namespace) -> Path:
+    """The config ``hubd run`` uses: -c, $HUBD_CONFIG, else the system's."""
     path = args.config or os.environ.get("HUBD_CONFIG") or SYSTEM_CONFIG
     return Path(path)
+
+
+def _local_config_path(args: argparse.Namespace) -> Path:
+    """The config of the hub that local commands work on: as ``_config_path``, but without a
+    system config, the running demo's (in the order ``_socket_path`` finds a socket)."""
+    if args.config or os.environ.get("HUBD_CONFIG") or SYSTEM_CONFIG.exists():
+        return _config_path(args)
+    demo = demo_config_link()
+    return demo if demo.exists() else SYSTEM_CONFIG
 
 
 def parse_since(text: str) -> float:
@@ -216,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from hubd.doctor import report, run_checks
 
-    path = _config_path(args)
+    path = _local_config_path(args)
     return report(run_checks(path, timeout=args.timeout), path, as_json=args.json)
 
 
@@ -224,10 +240,14 @@ def cmd_user(args: argparse.Namespace) -> int:
     from hubd.store import Store
     from hubd.users import UserError, Users
 
+    path = _local_config_path(args)
     try:
-        cfg = load_config(_config_path(args), check_files=False)
+        cfg = load_config(path, check_files=False)
     except ConfigError as e:
         print(f"hubd: config: {'; '.join(e.errors)}", file=sys.stderr)
+        if path == SYSTEM_CONFIG and not path.exists():
+            print("hubd: no hub on this machine: give its config with -c FILE, or start `hubd demo`",
+                  file=sys.stderr)
         return 2
     store = Store(cfg.store_path)
     users = Users(store)
@@ -263,6 +283,16 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 # --- parser --------------------------------------------------------------------------------
 
+def _port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number, 0-65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", help="config file (default $HUBD_CONFIG, /etc/hubd/hub.toml, "
@@ -279,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", parents=[common], help="run a simulated hub on this machine")
     s.add_argument("--state-dir", help="where the demo keeps its store (default ~/.local/state/hubd-demo)")
-    s.add_argument("--port", type=int, default=8080, help="page port (default 8080; 0 picks a free one)")
+    s.add_argument("--port", type=_port_number, help="page port (default 8080, or a free one if 8080 is "
+                                                     "taken; 0 picks a free one)")
     s.add_argument("--bind", default="127.0.0.1")
     s.add_argument("--mqtt", metavar="HOST:PORT", help="also connect to this MQTT broker")
     s.add_argument("--hubs", type=int, default=1, choices=range(1, 21), metavar="N",

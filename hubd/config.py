@@ -326,7 +326,8 @@ class MeshConfig:
     duty_cycle: float = field(default=0.1, metadata=_meta("Fraction of airtime this hub may use",
                                                           minimum=0.001, maximum=1))
     marshals: tuple[str, ...] = field(default=(), metadata=_meta(
-        "Node ids (e.g. '!a1b2c3d4') whose 'ACK n' acknowledges an alert",
+        "Node ids (e.g. '!a1b2c3d4') whose 'ACK n' acknowledges an alert; when any are listed, "
+        "alerts are also sent as channel text (none: no text)",
         items={"type": "string", "pattern": r"^![0-9a-f]{8}$"}))
     uplink: bool = field(default=True, metadata=_meta(
         "Whether this hub relays mesh alerts from hubs without uplink to MQTT"))

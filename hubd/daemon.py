@@ -70,6 +70,10 @@ class AlreadyRunning(Exception):
     pass
 
 
+class CannotStart(Exception):
+    """A start failure whose message says everything (logged without a traceback)."""
+
+
 @dataclass
 class Daemon:
     """A running hub: config, store, core, sensors, links, page and control socket."""
@@ -207,7 +211,12 @@ class Daemon:
         from hubd.web.server import WebServer
 
         app = create_app(self.hub, self.processor, secret_key=self._secret_key())
-        web = WebServer(app, self.config.web.bind, self.config.web.port, self.config.web.threads)
+        bind, port = self.config.web.bind, self.config.web.port
+        try:
+            web = WebServer(app, bind, port, self.config.web.threads)
+        except OSError as e:  # the port taken, or an address this machine does not have
+            raise CannotStart(f"the page cannot listen on {bind}:{port}: {e.strerror or e}; "
+                              f"set another [web] port (or stop the program using it)") from e
         web.start()
         self.web_port = web.port
         self.components["web"] = web
@@ -284,6 +293,10 @@ def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None,
         daemon.start()
     except AlreadyRunning as e:
         log.error("%s", e)
+        return 1
+    except CannotStart as e:
+        log.error("cannot start: %s", e)
+        daemon.stop()
         return 1
     except Exception as e:
         log.exception("cannot start: %s", e)

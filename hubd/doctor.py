@@ -44,7 +44,10 @@ def check_config(path: Path) -> tuple[Check, Config | None]:
     try:
         cfg = load_config(path)
     except ConfigError as e:
-        return Check("config", FAIL, f"{path}: " + "; ".join(e.errors),
+        detail = "; ".join(e.errors)
+        if not detail.startswith(f"{path}:"):  # a file's problems say the file; a key's do not
+            detail = f"{path}: {detail}"
+        return Check("config", FAIL, detail,
                      f"edit {path} (every key is explained in the example), then: "
                      f"hubd check-config {path}"), None
     return Check("config", OK, f"{path} is valid: hub {cfg.hub.ward}/{cfg.hub.id}, {len(cfg.buttons)} "

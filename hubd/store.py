@@ -167,6 +167,8 @@ class Store:
         self.wal_path = Path(f"{self.path}-wal")
         self._migrations = MIGRATIONS if migrations is None else migrations
         self._lock = threading.RLock()
+        #: count_alerts_by_state's answer until the alerts table is written again (None: count).
+        self._alert_counts: dict[str, int] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
@@ -328,6 +330,7 @@ class Store:
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         with self.transaction() as conn:
+            self._alert_counts = None
             conn.execute(f"INSERT OR REPLACE INTO alerts({cols}) VALUES ({marks})", row)
 
     def get_alert(self, alert_id: str) -> Alert | None:
@@ -347,8 +350,17 @@ class Store:
         return [Alert.from_row(r) for r in self.query(sql, tuple(params))]
 
     def count_alerts_by_state(self) -> dict[str, int]:
-        return {r["state"]: r["n"] for r in
-                self.query("SELECT state, count(*) AS n FROM alerts WHERE remote = 0 GROUP BY state")}
+        """Local alerts by state.  Counting reads every stored alert, and every status asks
+        (the page, the MQTT heartbeat, /metrics): the answer is kept until the alerts table
+        is written again (``save_alert``, ``prune``), so it costs a scan once per change."""
+        with self._lock:
+            counts = self._alert_counts
+            if counts is None:
+                counts = {r["state"]: r["n"] for r in self.query(
+                    "SELECT state, count(*) AS n FROM alerts WHERE remote = 0 GROUP BY state")}
+                if not self._conn.in_transaction:  # never keep what a rollback may undo
+                    self._alert_counts = counts
+            return dict(counts)
 
     # --- events and outbox ----------------------------------------------------------------
 
@@ -475,6 +487,7 @@ class Store:
                 "AND (alert_id IS NULL OR alert_id NOT IN "
                 "(SELECT id FROM alerts WHERE state IN ('raised', 'acknowledged')))", (older_than,))
             n = cur.rowcount
+            self._alert_counts = None
             conn.execute("DELETE FROM alerts WHERE state NOT IN ('raised', 'acknowledged') "
                          "AND updated_at < ?", (older_than,))
             conn.execute("DELETE FROM commands WHERE time < ?", (older_than,))

@@ -20,20 +20,28 @@ log = logging.getLogger("hubd.timers")
 
 #: The thread wakes at least this often, so a stop request never waits longer.
 MAX_WAIT = 1.0
+#: Cancelled calls stay in the queue until they come due; once they are more than half of it
+#: (and at least this many), they are taken out.  Every alert resolved at once leaves one
+#: (its escalation timer), and a busy hub would otherwise keep them for a whole step.
+COMPACT_AFTER = 64
 
 
 class Handle:
     """A scheduled call; :meth:`cancel` stops it if it has not run yet."""
 
-    __slots__ = ("when", "fn", "cancelled")
+    __slots__ = ("when", "fn", "cancelled", "_timers")
 
-    def __init__(self, when: float, fn: Callable[[], None]):
+    def __init__(self, when: float, fn: Callable[[], None], timers: Timers | None = None):
         self.when = when
         self.fn = fn
         self.cancelled = False
+        self._timers = timers
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if self._timers is None:
+            self.cancelled = True
+        else:
+            self._timers._cancel(self)
 
 
 class Timers:
@@ -43,6 +51,7 @@ class Timers:
         self.name = name
         self.clock = clock
         self._heap: list[tuple[float, int, Handle]] = []
+        self._cancelled = 0  # cancelled handles still in the heap
         self._seq = itertools.count()
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
@@ -50,7 +59,7 @@ class Timers:
 
     def call_at(self, when: float, fn: Callable[[], None]) -> Handle:
         """Run ``fn`` once ``clock()`` has reached ``when``."""
-        handle = Handle(when, fn)
+        handle = Handle(when, fn, self)
         with self._cond:
             heapq.heappush(self._heap, (when, next(self._seq), handle))
             if self._heap[0][2] is handle:
@@ -82,6 +91,18 @@ class Timers:
     def _drop_cancelled(self) -> None:
         while self._heap and self._heap[0][2].cancelled:
             heapq.heappop(self._heap)
+            self._cancelled -= 1
+
+    def _cancel(self, handle: Handle) -> None:
+        with self._cond:
+            if handle.cancelled:
+                return  # cancelled before, or already run
+            handle.cancelled = True
+            self._cancelled += 1
+            if self._cancelled > COMPACT_AFTER and 2 * self._cancelled > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
 
     def run_due(self) -> int:
         """Run every call that is due now, in time order; return how many ran.
@@ -94,7 +115,7 @@ class Timers:
                 if not self._heap or self._heap[0][0] > self.clock():
                     return ran
                 handle = heapq.heappop(self._heap)[2]
-            handle.cancelled = True
+                handle.cancelled = True  # run: cancelling it now does nothing
             try:
                 handle.fn()
             except Exception:

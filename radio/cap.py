@@ -30,8 +30,9 @@ _EVENT = {"panic": "Panic alarm", "medical": "Medical emergency", "fire": "Fire 
 
 
 def cap_time(t: float) -> str:
-    """CAP's dateTime: seconds precision, explicit offset, never 'Z'."""
-    return datetime.fromtimestamp(int(t), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    """CAP's dateTime: seconds precision, an explicit offset, never 'Z'; UTC is written
+    "-00:00", as CAP 1.2 (section 3.3.2) requires."""
+    return datetime.fromtimestamp(int(t), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
 
 
 def sender(ward: str, hub: str) -> str:

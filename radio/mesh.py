@@ -660,7 +660,12 @@ class MeshLink:
         return row
 
     def _tell_marshals(self, item: OutboxItem, frame: Frame) -> None:
-        """A text for the marshals' handhelds on this hub's own raise or escalation."""
+        """A text for the marshals' handhelds on this hub's own raise or escalation.
+
+        Sent on the channel only when ``mesh.marshals`` lists handhelds: without marshals
+        nobody can answer it, and every radio on the channel would show the alert."""
+        if not self.cfg.marshals:
+            return
         if frame.origin != self.hub_id or frame.type not in (FrameType.RAISED, FrameType.ESCALATED):
             return
         pid = self._send_text(self._marshal_text(item.envelope["alert"], frame.type))

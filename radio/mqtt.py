@@ -480,9 +480,13 @@ class MqttLink:
                     self._settle_store()
                     last_settle = self.clock.monotonic()
                 if self.state is LinkState.READY:
-                    periodic = self.clock.monotonic() >= next_status
+                    now = self.clock.monotonic()
+                    periodic = now >= next_status
                     if periodic:
-                        next_status = self.clock.monotonic() + self.STATUS_INTERVAL
+                        # At a fixed rate, not a fixed delay after each one: the loop's wake-up
+                        # latency must not add up.  After a stall longer than the interval, one
+                        # more goes at the next wake and the rate resumes from there (no burst).
+                        next_status = max(next_status + self.STATUS_INTERVAL, now)
                         self._publish_status()
                     for output in self.outputs:
                         output.publish_due(self._publish_message, periodic)

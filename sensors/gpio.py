@@ -3,17 +3,22 @@ between a simulated hub and a Pi), and the input line every sensor reads."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from gpiozero import DigitalInputDevice, Factory
+
+#: State changes a simulated pin keeps for tests to look at (gpiozero's mock pins keep every
+#: one; a simulated hub's buttons and sirens change state for as long as it runs).
+SIMULATED_PIN_HISTORY = 1000
 
 
 def make_pin_factory(name: str) -> Factory | None:
     """Return the pin factory for ``hardware.pin_factory``; None lets gpiozero choose (auto)."""
     if name == "mock":
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
+        from gpiozero.pins.mock import MockFactory
 
-        return MockFactory(pin_class=MockPWMPin)
+        return MockFactory(pin_class=_simulated_pin_class())
     if name == "lgpio":
         from gpiozero.pins.lgpio import LGPIOFactory
 
@@ -23,6 +28,21 @@ def make_pin_factory(name: str) -> Factory | None:
 
         return RPiGPIOFactory()
     return None
+
+
+@functools.cache
+def _simulated_pin_class() -> type:
+    """gpiozero's mock PWM pin, with the last SIMULATED_PIN_HISTORY states kept (in ``states``)."""
+    from gpiozero.pins.mock import MockPWMPin
+
+    class SimulatedPin(MockPWMPin):
+        def _change_state(self, value: float) -> bool:
+            changed = bool(super()._change_state(value))
+            if changed and len(self.states) > 2 * SIMULATED_PIN_HISTORY:
+                del self.states[:-SIMULATED_PIN_HISTORY]  # now and then: amortised O(1) a change
+            return changed
+
+    return SimulatedPin
 
 
 def is_simulated(factory: Factory | None) -> bool:

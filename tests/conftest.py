@@ -48,3 +48,23 @@ def make(tmp_path: Path) -> Iterator:
     yield build
     for r in rigs:
         r.close()
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """End with each failed test's name and why, untruncated, whatever the terminal's width (CI
+    logs are 80 columns: pytest's own short summary then cuts the reason off)."""
+    yield
+    failed = terminalreporter.stats.get("failed", []) + terminalreporter.stats.get("error", [])
+    if not failed:
+        return
+    terminalreporter.section("what failed, and why", sep="=", red=True, bold=True)
+    for report in failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        why = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1:]
+        lines = [line.strip() for line in str(why).splitlines() if line.strip()]
+        where = f" ({crash.path}:{crash.lineno})" if crash is not None else ""
+        stage = "" if report.when == "call" else f" [in {report.when}]"
+        terminalreporter.line(f"{report.nodeid}{stage}{where}")
+        for line in lines[:6]:
+            terminalreporter.line(f"    {line[:300]}")

@@ -23,6 +23,10 @@ from hubd.lifecycle import Hub
 from hubd.radio.mqtt import MqttLink
 from hubd.store import Store
 
+#: CAP 1.2's dateTime (section 3.3.2): the schema's pattern, \d\d\d\d-\d\d-\d\dT\d\d:\d\d:\d\d[-,+]\d\d:\d\d,
+#: with the rule the schema cannot say: UTC "MUST be represented as -00:00" (so never +00:00).
+CAP_DATETIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:-\d\d:\d\d|\+(?!00:00)\d\d:\d\d)"
+
 #: mosquitto started as root drops to the "mosquitto" user and then cannot write under the
 #: test's directories. tests/support.py's Mosquitto handles it; configs written by hand need it.
 AS_ROOT = "user root\n" if os.geteuid() == 0 else ""

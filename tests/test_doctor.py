@@ -137,3 +137,14 @@ def test_events_carry_the_clock_flag(tmp_path: Path, synced: str, hub_processes:
     flags = {row[0]: row[1] for row in db.execute("SELECT type, clock_synced FROM events")}
     db.close()
     assert flags["alert.raised"] == int(synced), flags
+
+
+def test_a_missing_config_is_named_once(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "hub.toml"
+    rc, c = checks(missing)
+    assert rc == 1
+    assert c["config"]["status"] == "FAIL"
+    assert c["config"]["detail"] == f"{missing}: cannot read: No such file or directory", c["config"]
+    text = doctor(missing)
+    assert f"config  {missing}: cannot read" in text.stdout
+    assert f"{missing}: {missing}" not in text.stdout

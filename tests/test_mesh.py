@@ -252,6 +252,25 @@ def test_marshal_acknowledges_from_a_handheld(tmp_path: Path, caplog) -> None:  
         lab.stop()
 
 
+def test_without_marshals_no_text_goes_on_the_channel(lab: Lab) -> None:
+    a, b = lab.chain(2)
+    listener = Handheld(lab, near=a)
+    lab.start()
+    listener.connect()
+    try:
+        neighbours_known(a, b)
+        alert = a.raise_alert("panic", "Market gate")
+        a.hub.escalate(alert.id)
+        wait_for(lambda: (x := b.store.get_alert(alert.id)) and x.level == 1, 20,
+                 message="hub-2 hears the alert and its escalation")
+        wait_for(lambda: a.pending() == 0, 20, message="hub-1's outbox delivered")
+        assert a.link.counters["texts_sent"] == 0
+        assert listener.node.received, "the handheld hears the air (the hubs' frames)"
+        assert not listener.texts, f"no mesh.marshals: no alert text on the channel, got {listener.texts}"
+    finally:
+        listener.close()
+
+
 def test_gateway_hands_alerts_from_hubs_without_uplink_to_mqtt_once(lab: Lab) -> None:
     mqtt = {"host": "127.0.0.1", "port": 1}  # never reached: only the outbox is looked at
     a = lab.add_hub("hub-1")  # no uplink

@@ -14,10 +14,24 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from mqtt_support import AS_ROOT, CENTRAL, Centre, assert_valid, local_hub, undelivered
-from support import REPO, Mosquitto, free_port, wait_for
+from mqtt_support import (
+    AS_ROOT,
+    CAP_DATETIME,
+    CENTRAL,
+    Centre,
+    assert_valid,
+    local_hub,
+    mqtt_section,
+    undelivered,
+)
+from support import REPO, ManualClock, Mosquitto, free_port, hub_config, wait_for
 
+from hubd.commands import CommandProcessor
+from hubd.config import load_config
+from hubd.lifecycle import Hub
 from hubd.radio import cap, homeassistant
+from hubd.radio.mqtt import MqttLink
+from hubd.store import Store
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 40 + b"\xff\xd9"
 
@@ -460,7 +474,7 @@ def test_home_assistant_discovery_and_cap(tmp_path, broker, cleanup):
         for tag in ("identifier", "sender", "sent", "status", "msgType", "scope"):
             el = doc.find(f"cap:{tag}", ns)
             assert el is not None and el.text, tag
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", doc.findtext("cap:sent", "", ns))
+        assert re.fullmatch(CAP_DATETIME, doc.findtext("cap:sent", "", ns)), doc.findtext("cap:sent", "", ns)
         assert doc.findtext("cap:status", "", ns) in ("Actual", "Exercise", "System", "Test", "Draft")
         assert not re.search(r"[\s,<&]", doc.findtext("cap:identifier", "", ns))
         assert not re.search(r"[\s,<&]", doc.findtext("cap:sender", "", ns))
@@ -482,3 +496,33 @@ def test_home_assistant_discovery_and_cap(tmp_path, broker, cleanup):
     sender, ident, sent = update.findtext("cap:references", "", ns).split(",")
     assert (sender, ident, sent) == (first.findtext("cap:sender", "", ns), alert.id,
                                      first.findtext("cap:sent", "", ns))
+
+
+def test_the_status_heartbeat_keeps_its_rate_whatever_the_drain_loop_latency(tmp_path, broker, cleanup):
+    # Found by the day soak (tests/test_soak.py), which lost heartbeats on a loaded machine: each
+    # was timed from the one before plus the drain loop's wake-up latency, so the latency added up.
+    clock = ManualClock()
+    cfg = load_config(hub_config(tmp_path, web=False, extra=mqtt_section(broker.port)))
+    store = Store(cfg.store_path, clock=clock)
+    cleanup.append(store)
+    hub = Hub(cfg, store, clock=clock)
+    link = MqttLink(cfg, hub, CommandProcessor(hub), clock=clock)
+    beats = []
+    publish_status = link._publish_status
+
+    def counted() -> None:
+        beats.append(clock.monotonic())
+        publish_status()
+
+    link._publish_status = counted
+    link.start()
+    cleanup.append(link)
+    wait_for(lambda: link.status()["connected"], 15, message="connected")
+    wait_for(lambda: beats, 10, message="the status published on connecting")
+    start, first = clock.monotonic(), len(beats)  # the drain's schedule starts here: 60, 120, 180...
+    for n, late in [(1, 20.0), (2, 0.0), (3, 59.0), (4, 0.5)]:
+        clock.now = start + n * link.STATUS_INTERVAL + late  # the loop woke `late` s after the due time
+        link._wake.set()
+        wait_for(lambda n=n: len(beats) - first >= n, 10,
+                 message=lambda n=n: f"heartbeat {n} (beats at {[b - start for b in beats]})")
+    assert len(beats) - first == 4

@@ -4,11 +4,13 @@ and which of them a configuration turns on."""
 from __future__ import annotations
 
 import json
+import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_support import mqtt_section
+from mqtt_support import CAP_DATETIME, mqtt_section
 from support import hub_config
 
 from hubd.commands import CommandProcessor
@@ -78,6 +80,19 @@ def test_cap_goes_with_this_hubs_alert_transitions_only() -> None:
     assert f"<alert xmlns=\"{CAP_NS}\">".encode() in m.payload and b"<senderName>Hub one" in m.payload
     assert out.messages(envelope(hub="hub-2")) == [], "a relayed alert is its origin's to announce"
     assert out.messages({**envelope(), "type": "siren.test", "alert": None}) == []
+
+
+def test_cap_times_are_utc_written_as_cap_requires() -> None:
+    ns = {"cap": CAP_NS}
+    out = CapOutput(TOPICS.cap, "hub-1")
+    acked = envelope("alert.acknowledged", id="hub-1:3:acknowledged:0", time=1.7e9 + 75)
+    raised, update = (ET.fromstring(out.messages(env)[0].payload) for env in (envelope(), acked))
+    assert raised.findtext("cap:sent", "", ns) == "2023-11-14T22:13:20-00:00"
+    assert update.findtext("cap:sent", "", ns) == "2023-11-14T22:14:35-00:00"
+    assert update.findtext("cap:references", "", ns) == "hubd.hub-1@ward-7,hub-1:3,2023-11-14T22:13:20-00:00"
+    assert re.fullmatch(CAP_DATETIME, update.findtext("cap:sent", "", ns))
+    assert not re.fullmatch(CAP_DATETIME, "2023-11-14T22:14:35+00:00"), "CAP 1.2: UTC is -00:00"
+    assert re.fullmatch(CAP_DATETIME, "2023-11-15T00:14:35+02:00")
 
 
 # --- Home Assistant ----------------------------------------------------------------------------

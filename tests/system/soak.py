@@ -1,13 +1,21 @@
-"""An accelerated day in the life of one hub, run as its own process so that its memory is
-measured alone: ``python tests/system/soak.py BROKER_PORT OUT.json [HOURS] [SECONDS]``.
+"""Soaks of one hub, each run as its own process so that its memory is measured alone.
 
-The real core, store, MQTT link (to the broker on BROKER_PORT) and mesh link (through the
-real meshtastic TCPInterface to a simulated radio with one silent neighbour) run with every
-interval divided by the same factor F = HOURS * 3600 / SECONDS: mesh beacons (300 s), the
-MQTT status heartbeat (60 s), escalation steps (60, 180, 600 s), store pruning (every 6 h,
-keeping RETENTION_HOURS), alerts at ALERTS_PER_DAY and neighbours' events heard over MQTT
-at NEIGHBOUR_EVENTS_PER_DAY.  Every simulated hour it writes a sample: RSS, rows in the
-store, the database's size on disk, pending deliveries.
+``python tests/system/soak.py BROKER_PORT OUT.json [HOURS] [SECONDS]``: an accelerated day
+in the life of one hub.  The real core, store, MQTT link (to the broker on BROKER_PORT) and
+mesh link (through the real meshtastic TCPInterface to a simulated radio with one silent
+neighbour) run with every interval divided by the same factor F = HOURS * 3600 / SECONDS:
+mesh beacons (300 s), the MQTT status heartbeat (60 s), escalation steps (60, 180, 600 s),
+store pruning (every 6 h, keeping RETENTION_HOURS), alerts at ALERTS_PER_DAY and neighbours'
+events heard over MQTT at NEIGHBOUR_EVENTS_PER_DAY.  Every simulated hour it writes a
+sample: RSS, rows in the store, the database's size on disk, pending deliveries.
+
+``python tests/system/soak.py presses BROKER_PORT OUT.json [PRESSES] [WARM_UP]``: a busy
+hub.  The whole daemon (simulated buttons and siren, MQTT to BROKER_PORT, the page on) takes
+WARM_UP then PRESSES presses of a button, each alert resolved at once, as fast as it can.
+Before and after the PRESSES it measures RSS, the Python heap (``sys.getallocatedblocks``),
+and ``/api/status``: its p50 and its work in SQLite (virtual machine steps, which do not
+depend on the machine's load), with samples in between.  Whatever each press leaves
+behind shows there, where a day of ALERTS_PER_DAY is too few alerts to show it.
 """
 
 from __future__ import annotations
@@ -16,9 +24,14 @@ import dataclasses
 import gc
 import json
 import random
+import statistics
 import sys
+import tempfile
 import threading
 import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +39,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import paho.mqtt.client as mqtt  # noqa: E402
+import requests  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from hubd.commands import CommandProcessor  # noqa: E402
 from hubd.config import parse_config  # noqa: E402
+from hubd.daemon import Daemon  # noqa: E402
 from hubd.lifecycle import Hub  # noqa: E402
 from hubd.radio.frames import write_key  # noqa: E402
 from hubd.radio.mesh import MeshLink  # noqa: E402
 from hubd.radio.meshsim import SimAir  # noqa: E402
 from hubd.radio.mqtt import MqttLink  # noqa: E402
 from hubd.store import Store  # noqa: E402
+from hubd.users import Users  # noqa: E402
 
 BEACON = 300.0
 HEARTBEAT = 60.0
@@ -58,7 +74,11 @@ def main(port: int, out: Path, hours: float, seconds: float) -> int:
     base = out.parent / "soak-hub"
     key_file = base / "network.key"
     write_key(key_file)
-    air = SimAir(seed=1, time_scale=0.01)
+    # The air compressed by the same factor as every interval: airtime, propagation delay and
+    # contention.  (At a fixed 1/100 of real airtime, each frame stayed on the air for simulated
+    # tens of seconds, and the beacons that wait for frames on the air were lost by the dozen,
+    # more of them the more loaded the machine.)
+    air = SimAir(seed=1, time_scale=1 / f, delay=0.01 / f, contention=0.02 / f)
     mine, other = air.add_node(hop_limit=1, name="hub-1"), air.add_node(hop_limit=1, name="silent")
     air.link(mine, other)
     air.start()
@@ -207,7 +227,118 @@ def main(port: int, out: Path, hours: float, seconds: float) -> int:
     return 0
 
 
+# --- a busy hub: presses, each resolved at once ---------------------------------------------
+
+PASSWORD = "soak password 1"
+
+
+@contextmanager
+def sqlite_steps(store: Store) -> Iterator[Callable[[], int]]:
+    """Count the SQLite virtual machine instructions run on the store's connection."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn = store._conn
+    conn.set_progress_handler(count, 1)
+    try:
+        yield lambda: steps[0]
+    finally:
+        conn.set_progress_handler(None, 1)
+
+
+def presses(port: int, n: int, warm_up: int, *, trace: bool = False, samples: int = 10) -> dict[str, Any]:
+    """Press and resolve ``warm_up`` then ``n`` times; measure before and after the ``n``."""
+    with tempfile.TemporaryDirectory(prefix="hubd-soak-") as d:  # short: the control socket's path
+        cfg = parse_config({
+            "hub": {"ward": "ward-7", "id": "hub-1", "state_dir": f"{d}/state", "runtime_dir": f"{d}/run"},
+            "hardware": {"pin_factory": "mock", "boot_grace": 0},
+            "buttons": [{"name": "gate", "pin": 17, "zone": "Market gate", "debounce": 0}],
+            "sirens": [{"name": "main", "pin": 27}],
+            "camera": {"backend": "none"},
+            "web": {"bind": "127.0.0.1", "port": 0},
+            "mqtt": {"host": "127.0.0.1", "port": port},
+        })
+        daemon = Daemon(cfg)
+        daemon.start()
+        try:
+            return _press_and_measure(daemon, n, warm_up, trace, samples)
+        finally:
+            daemon.stop()
+
+
+def _press_and_measure(daemon: Daemon, n: int, warm_up: int, trace: bool, samples: int) -> dict[str, Any]:
+    store = daemon.store
+    Users(store).add("viewer", PASSWORD, "viewer")
+    page = f"http://127.0.0.1:{daemon.web_port}"
+    session = requests.Session()  # logged in: basic auth would time the password hash
+    session.post(f"{page}/api/login", json={"user": "viewer", "password": PASSWORD},
+                 timeout=30).raise_for_status()
+    line = daemon.buttons["gate"].line
+
+    def press(count: int, every: int = 0, sampled: list[dict[str, Any]] | None = None) -> None:
+        for i in range(1, count + 1):
+            line.drive(True)
+            line.drive(False)
+            for alert in store.alerts(open_only=True, remote=False, limit=5):
+                daemon.processor.execute({"cmd": "resolve", "alert": alert.id, "outcome": "test"}, "soak")
+            if sampled is not None and every and i % every == 0:
+                sampled.append({"presses": i, "rss_kb": rss_kb(), "blocks": sys.getallocatedblocks(),
+                                "timers": len(daemon.hub.timers._heap)})
+
+    def settled() -> None:
+        """Everything delivered to the broker, the garbage collected."""
+        deadline = time.monotonic() + 60
+        while store.outbox_stats() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gc.collect()
+
+    def status(requests_: int = 200) -> dict[str, float]:
+        """/api/status: p50 in ms, and SQLite's work for one (VM instructions)."""
+        times = []
+        for _ in range(requests_):
+            t0 = time.perf_counter()
+            session.get(f"{page}/api/status", timeout=30).raise_for_status()
+            times.append((time.perf_counter() - t0) * 1000)
+        with sqlite_steps(store) as steps:
+            daemon.hub.status()
+        return {"p50_ms": round(statistics.median(times), 2), "sqlite_steps": steps()}
+
+    def measure() -> dict[str, Any]:
+        settled()
+        at = {"status": status()}  # first: the page's first requests warm up its worker threads
+        gc.collect()
+        at.update(rss_kb=rss_kb(), blocks=sys.getallocatedblocks(), alerts=len(store.query(
+            "SELECT id FROM alerts")), timers=len(daemon.hub.timers._heap))
+        return at
+
+    press(warm_up)
+    if trace:
+        tracemalloc.start(8)
+    before = measure()
+    first = tracemalloc.take_snapshot() if trace else None
+    sampled: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    press(n, max(1, n // samples), sampled)
+    seconds = time.monotonic() - t0
+    after = measure()
+    grew = []
+    if first is not None:
+        for stat in tracemalloc.take_snapshot().compare_to(first, "traceback")[:15]:
+            grew.append({"kib": round(stat.size_diff / 1024, 1), "blocks": stat.count_diff,
+                         "where": stat.traceback.format()[-8:]})
+    return {"presses": n, "warm_up": warm_up, "seconds": round(seconds, 1), "before": before,
+            "after": after, "samples": sampled, "grew": grew}
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[0] == "presses":
+        result = presses(int(args[1]), int(args[3]) if len(args) > 3 else 4000,
+                         int(args[4]) if len(args) > 4 else 1000)
+        Path(args[2]).write_text(json.dumps(result))
+        sys.exit(0)
     sys.exit(main(int(args[0]), Path(args[1]), float(args[2]) if len(args) > 2 else 24.0,
                   float(args[3]) if len(args) > 3 else 60.0))
