@@ -24,6 +24,7 @@ from hubd.clock import SYSTEM_CLOCK, Clock, ClockWatch
 from hubd.commands import Command, CommandProcessor
 from hubd.config import Config
 from hubd.control import ControlServer
+from hubd.identity import load_or_init_key
 from hubd.lifecycle import Hub
 from hubd.notify import sd_notify, watchdog_interval
 from hubd.store import Store
@@ -96,7 +97,8 @@ class Daemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_state_dir()
         self.store = Store(cfg.store_path, clock=self.clock)
-        self.hub = Hub(cfg, self.store, clock=self.clock, clock_synced=ClockWatch())
+        self.hub = Hub(cfg, self.store, clock=self.clock, clock_synced=ClockWatch(),
+                       key=load_or_init_key(cfg))
         self.processor = CommandProcessor(self.hub)
         self._start_sensors()
         self._start_links()

@@ -120,8 +120,22 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
+def _v3_trust(db: sqlite_utils.Database) -> None:
+    # Contract version 2 (issue 15). How far a heard event is believed: NULL for this hub's own,
+    # else 'signed' (by its origin) or 'ward-attested' (rebuilt from a mesh frame).
+    db.execute("ALTER TABLE events ADD COLUMN trust TEXT")
+    db.execute("CREATE INDEX events_remote ON events(seq) WHERE trust IS NOT NULL")
+    # The centre's time of an accepted command: what its replay window is kept by.
+    db.execute("ALTER TABLE commands ADD COLUMN sent REAL")
+    # Moved to end every page session of an account (logout, a new password).
+    db.execute("ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0")
+    # Authentic mesh frames heard lately (their tags), so a replay is refused after a restart too.
+    db.execute("CREATE TABLE mesh_seen (node INTEGER NOT NULL, tag BLOB NOT NULL, time INTEGER NOT NULL, "
+               "PRIMARY KEY (node, tag))")
+
+
 #: Forward migrations; index i brings a store from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3_trust]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -354,16 +368,17 @@ class Store:
 
     def append_event(self, event: Event, envelope: dict[str, Any],
                      destinations: tuple[tuple[str, int], ...] = (), *,
-                     clock_synced: bool = True) -> Event | None:
+                     clock_synced: bool = True, trust: str | None = None) -> Event | None:
         """Append an event and its outbox rows.  Returns None if its id is already stored
-        (a duplicate heard again), so callers can deduplicate by id."""
+        (a duplicate heard again), so callers can deduplicate by id.  ``trust`` is None for
+        this hub's own events, else how far a heard one is believed ('signed', 'ward-attested')."""
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO events(id, type, time, hub, actor, alert_id, data, envelope, "
-                "clock_synced) VALUES (?,?,?,?,?,?,?,?,?)",
+                "clock_synced, trust) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (event.id, event.type, event.time, event.hub, event.actor, event.alert_id,
                  json.dumps(event.data), json.dumps(envelope, separators=(",", ":")),
-                 int(clock_synced)))
+                 int(clock_synced), trust))
             if cur.rowcount == 0:
                 return None
             seq = _rowid(cur)
@@ -376,6 +391,14 @@ class Store:
 
     def has_event(self, event_id: str) -> bool:
         return bool(self.query("SELECT 1 FROM events WHERE id = ?", (event_id,)))
+
+    def ids_taken(self, alert_id: str) -> bool:
+        """Whether an alert id, or any event id derived from it, is stored already (a new
+        local alert must not take it: a row heard before hubd refused such ids may hold it)."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT EXISTS(SELECT 1 FROM alerts WHERE id = ?) OR EXISTS(SELECT 1 FROM events "
+                "WHERE id >= ? AND id < ?)", (alert_id, f"{alert_id}:", f"{alert_id};")).fetchone()[0] == 1
 
     def events(self, *, alert_id: str | None = None, after_seq: int | None = None,
                since: float | None = None, until: float | None = None, type_prefix: str | None = None,
@@ -496,6 +519,55 @@ class Store:
     def delete_snapshot(self, snapshot_id: int) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+    # --- events heard from other hubs (hubd.ingest) ------------------------------------------
+
+    def heard_trust(self, event_id: str) -> tuple[bool, str | None]:
+        """(stored, trust) of an event id: whether it is stored, and how far it is believed
+        (None for this hub's own)."""
+        rows = self.query("SELECT trust FROM events WHERE id = ?", (event_id,))
+        return (True, rows[0]["trust"]) if rows else (False, None)
+
+    def replace_heard(self, event: Event, envelope: dict[str, Any], trust: str) -> int | None:
+        """Replace a heard event's copy by a better-believed one of the same id (an origin's
+        signed copy of what was ward-attested); its seq, or None if it is not stored."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT seq FROM events WHERE id = ? AND trust IS NOT NULL",
+                               (event.id,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE events SET type = ?, time = ?, actor = ?, alert_id = ?, data = ?, "
+                         "envelope = ?, trust = ? WHERE seq = ?",
+                         (event.type, event.time, event.actor, event.alert_id, json.dumps(event.data),
+                          json.dumps(envelope, separators=(",", ":")), trust, row[0]))
+            return row[0]
+
+    def count_heard(self) -> int:
+        """Events heard from other hubs that are stored."""
+        return self.query("SELECT count(*) AS n FROM events WHERE trust IS NOT NULL")[0]["n"]
+
+    def evict_heard(self, n: int) -> int:
+        """Delete the oldest ``n`` heard events that wait in no outbox, oldest first, and the
+        closed remote alerts left without events; returns how many events went."""
+        with self.transaction() as conn:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS evicted (seq INTEGER PRIMARY KEY)")
+            conn.execute("DELETE FROM evicted")
+            conn.execute("INSERT INTO evicted SELECT seq FROM events WHERE trust IS NOT NULL AND seq NOT IN "
+                         "(SELECT event_seq FROM outbox WHERE delivered_at IS NULL) ORDER BY seq LIMIT ?",
+                         (n,))
+            conn.execute("DELETE FROM outbox WHERE event_seq IN (SELECT seq FROM evicted)")
+            cur = conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM evicted)")
+            conn.execute("DELETE FROM evicted")
+            conn.execute("DELETE FROM alerts WHERE remote = 1 AND state NOT IN ('raised', 'acknowledged') "
+                         "AND id NOT IN (SELECT alert_id FROM events WHERE alert_id IS NOT NULL)")
+            return cur.rowcount
+
+    def drop_forged_alerts(self, hub: str) -> int:
+        """Delete remote alert rows that claim this hub's ids (heard before hubd refused them:
+        no other hub can speak for this one); returns how many."""
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM alerts WHERE remote = 1 AND (hub = ? OR (id >= ? AND id < ?))",
+                                (hub, f"{hub}:", f"{hub};")).rowcount
 
     # --- for the MQTT link ------------------------------------------------------------------
 

@@ -42,8 +42,9 @@ from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.commands import CommandProcessor
 from hubd.config import Config
 from hubd.eventlog import MESH_EVENT_TYPES, PRIORITY_ALERT
+from hubd.ingest import ATTESTED, RemoteRefused
 from hubd.lifecycle import Hub
-from hubd.model import Event
+from hubd.model import SEVERITY, AlertKind, Event
 from hubd.radio import frames
 from hubd.radio.frames import EVENT_TYPE, FRAME_TYPE, STATE, Frame, FrameError, FrameType
 from hubd.radio.mesh_airtime import AirtimeBudget, packet_airtime
@@ -412,7 +413,11 @@ class MeshLink:
             return
         envelope = self._envelope(frame, sender, hops, raw)
         relay = ("mesh",) + (("mqtt",) if self.gateway and not frame.uplink else ())
-        new = self.hub.ingest_remote(envelope, via="mesh", relay_to=relay)
+        try:
+            new = self.hub.ingest_remote(envelope, via="mesh", trust=ATTESTED, relay_to=relay)
+        except RemoteRefused:
+            self.counters["refused_stored"] += 1
+            return
         if new:
             self.counters["alerts_heard"] += 1
             log.info("mesh: heard %s %s from %s (via %s, %d hops)%s", envelope["type"],
@@ -480,15 +485,18 @@ class MeshLink:
             data["outcome"] = frame.outcome
         data["mesh"] = {"node": f"!{sender:08x}", "hops": hops, "snr": raw.rx_snr or None,
                         "rssi": raw.rx_rssi or None, "uplink": frame.uplink, "relayed_by": relayed_by}
-        return contract.event_envelope(
+        envelope = contract.event_envelope_v2(
             id=event_id(frame), type=EVENT_TYPE[frame.type], time=event_time, ward=self.config.hub.ward,
             hub=frame.origin, actor="mesh", data=data, alert={
                 "id": alert_id, "hub": frame.origin, "seq": frame.seq, "kind": frame.kind,
                 "source": "mesh", "zone": frame.zone, "state": STATE[frame.type],
                 "outcome": frame.outcome if frame.type == FrameType.RESOLVED else None,
                 "level": frame.level, "silent": frame.silent, "raised_at": raised_at,
-                "updated_at": event_time, "remote": True, "relayed_by": relayed_by, "extra": {},
+                "updated_at": event_time, "severity": SEVERITY[AlertKind(frame.kind)],
             })
+        # No room in a frame for the origin's signature: this hub vouches that it rebuilt the
+        # envelope from an authentic frame (ward-attested; it can raise an alarm, never lower one).
+        return {**self.hub.signer.attest(envelope), "path": "mesh"}
 
     def _on_response(self, packet: dict[str, Any]) -> None:
         decoded = packet.get("decoded") or {}

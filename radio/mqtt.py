@@ -629,7 +629,7 @@ class MqttLink:
             log.warning("event %s on %s's topic claims hub %s; ignored", env["id"], neighbour, env["hub"])
             return
         try:
-            new = self.hub.ingest_remote(env, via="mqtt")
+            new = self.hub.ingest_remote(env, via="mqtt", trust="ward-attested")
         except (KeyError, ValueError, TypeError) as e:
             log.warning("neighbour %s event %s not stored: %s", neighbour, env["id"], e)
             return

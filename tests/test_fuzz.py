@@ -195,7 +195,7 @@ def test_neighbour_events_that_are_not_valid_are_dropped(link: Any, env: Any, ra
 
 VALID = {"hub": {"ward": "w", "id": "h1", "state_dir": "/tmp/hubd-fuzz"},
          "buttons": [{"name": "gate", "pin": 17}], "sirens": [{"name": "main", "pin": 27}],
-         "mqtt": {"host": "broker"}, "protocol": {"escalation": [60, 180]}}
+         "mqtt": {"host": "broker", "insecure": True}, "protocol": {"escalation": [60, 180]}}
 
 
 def mutate(doc: Any, path: list[Any], value: Any) -> Any:

@@ -267,7 +267,9 @@ def test_gateway_hands_alerts_from_hubs_without_uplink_to_mqtt_once(lab: Lab) ->
     wait_for(lambda: all(h.pending() == 0 for h in (a, b, c)), 20, message="mesh outboxes delivered")
     relayed = [i.envelope for i in b.store.pending("mqtt", limit=1000) if i.envelope["hub"] != "hub-2"]
     assert [(e["hub"], e["type"]) for e in relayed] == [("hub-1", "alert.raised")]
-    assert relayed[0]["alert"]["remote"] and relayed[0]["data"]["mesh"]["uplink"] is False
+    # Rebuilt from a frame, it carries b's ward attestation, not hub-1's signature (contract v2).
+    assert relayed[0]["attested"]["by"] == "hub-2" and "sig" not in relayed[0]
+    assert relayed[0]["path"] == "mesh" and relayed[0]["data"]["mesh"]["uplink"] is False
 
 
 def test_a_hub_that_cannot_use_the_mesh_says_why_and_keeps_running(tmp_path: Path) -> None:

@@ -291,7 +291,7 @@ def test_illegal_transitions_and_remote_alerts_are_409(wh: WebHub) -> None:
                    raised_at=time.time(), updated_at=time.time())
     wh.hub.ingest_remote({"v": 1, "id": "hub-2:e9", "type": "alert.raised", "time": time.time(),
                           "ward": "ward-7", "hub": "hub-2", "actor": "button:kitchen", "data": {},
-                          "alert": remote.to_dict()}, via="mqtt")
+                          "alert": remote.to_dict()}, via="mqtt", trust="signed")
     c = wh.app.test_client()
     h = {"X-CSRF-Token": login(c)}
     assert c.post(f"/api/alerts/{aid}/resolve", json={"outcome": "test"}, headers=h).status_code == 200
@@ -429,7 +429,7 @@ def test_config_view_hides_secrets_and_never_reads_secret_files(tmp_path: Path) 
     secret = tmp_path / "mqtt.pass"
     secret.write_text("s3cret-broker-password")
     secret.chmod(0o600)
-    w = make_web_hub(tmp_path, extra=f'[mqtt]\nhost = "10.0.0.2"\nusername = "hub1"\n'
+    w = make_web_hub(tmp_path, extra=f'[mqtt]\nhost = "10.0.0.2"\ninsecure = true\nusername = "hub1"\n'
                                      f'password_file = "{secret}"\n')
     c = w.app.test_client()
     login(c)
