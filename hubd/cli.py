@@ -252,6 +252,34 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``hubd keys init|show``: this hub's signing key (contract version 2)."""
+    from hubd import contract
+    from hubd.identity import init_key
+
+    try:
+        cfg = load_config(_config_path(args), check_files=False)
+    except ConfigError as e:
+        print(f"hubd: config: {'; '.join(e.errors)}", file=sys.stderr)
+        return 2
+    path = cfg.signing_key_path
+    try:
+        key = init_key(path) if args.action == "init" else contract.load_private_key(path)
+    except contract.KeyFileError as e:
+        hint = " (make it with: hubd keys init)" if e.code == "key_missing" else ""
+        print(f"hubd: {e.message}{hint}", file=sys.stderr)
+        return 1
+    public = contract.public_key_text(key)
+    if args.json:
+        print(json.dumps({"hub": cfg.hub.id, "key_file": str(path), "public_key": public}))
+    elif args.action == "init":
+        print(f"made {path}\n{public}\n\nEnrol this public key at the centre, and in the [trust] hubs of "
+              f"this hub's neighbours:\n  {cfg.hub.id} = \"{public}\"")
+    else:
+        print(public)
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("doctor", parents=[common], help="check the installation and say what to fix")
     s.add_argument("--timeout", type=float, default=5.0, help="seconds per network check (default 5)")
     s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("keys", parents=[common], help="this hub's signing key: init (make it), show")
+    s.add_argument("action", choices=["init", "show"])
+    s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser("user", parents=[common], help="page accounts: add, passwd, remove, list")
     s.add_argument("action", choices=["add", "passwd", "remove", "list"])

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hubd import __version__
+from hubd import __version__, contract
 from hubd.clock import SYSTEM_CLOCK, Clock, ClockWatch
 from hubd.commands import Command, CommandProcessor
 from hubd.config import Config
@@ -201,8 +201,11 @@ class Daemon:
             self._core_beat = self.clock.monotonic()
 
     def _prune(self) -> None:
-        cutoff = self.clock.time() - self.config.store.retention_days * 86400
-        n = self.store.prune(cutoff)
+        now = self.clock.time()
+        cutoff = now - self.config.store.retention_days * 86400
+        horizon = contract.command_horizon(self.store.newest_command(), now, self.hub.clock_synced(),
+                                           self.config.trust.command_window)
+        n = self.store.prune(cutoff, commands_horizon=horizon)
         if n:
             log.info("pruned %d events older than %d days", n, self.config.store.retention_days)
 

@@ -473,23 +473,44 @@ class Store:
                                      "oldest_age": round(now - r["oldest"], 3) if r["oldest"] else None}
         return out
 
-    # --- commands (idempotency of remote commands) ----------------------------------------
+    # --- commands: the centre's, accepted once (contract version 2's replay window) ---------
+
+    def command_seen(self, command_id: str) -> bool:
+        """Whether a command with this id was accepted before."""
+        return bool(self.query("SELECT 1 FROM commands WHERE id = ?", (command_id,)))
+
+    def note_command(self, command_id: str, sent: float) -> None:
+        """Remember an accepted command (``sent``: the centre's time in it) before it runs, and
+        keep the newest such time (``newest_command``)."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO commands(id, time, sent) VALUES (?,?,?)",
+                         (command_id, self._clock.time(), sent))
+            conn.execute("INSERT INTO meta(key, value) VALUES ('command_newest', ?) ON CONFLICT(key) DO "
+                         "UPDATE SET value = max(CAST(value AS REAL), CAST(excluded.value AS REAL))",
+                         (str(sent),))
+
+    def newest_command(self) -> float | None:
+        """The centre's time of the newest command accepted (None before the first)."""
+        rows = self.query("SELECT value FROM meta WHERE key = 'command_newest'")
+        return float(rows[0]["value"]) if rows else None
 
     def command_reply(self, command_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT reply FROM commands WHERE id = ?", (command_id,))
-        return json.loads(rows[0]["reply"]) if rows else None
+        return json.loads(rows[0]["reply"]) if rows and rows[0]["reply"] else None
 
     def save_command_reply(self, command_id: str, reply: dict[str, Any]) -> None:
         with self.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO commands(id, time, reply) VALUES (?,?,?)",
-                         (command_id, self._clock.time(), json.dumps(reply)))
+            conn.execute("INSERT INTO commands(id, time, reply) VALUES (?,?,?) ON CONFLICT(id) DO UPDATE "
+                         "SET reply = excluded.reply", (command_id, self._clock.time(), json.dumps(reply)))
 
     # --- retention ------------------------------------------------------------------------
 
-    def prune(self, older_than: float) -> int:
+    def prune(self, older_than: float, *, commands_horizon: float = float("-inf")) -> int:
         """Delete closed alerts, their delivered events and old command replies before a time.
 
-        Events still waiting in an outbox are kept whatever their age."""
+        Events still waiting in an outbox are kept whatever their age, and commands the centre
+        sent at or after ``commands_horizon`` (``contract.command_horizon``: those a replay could
+        still pass the freshness check with)."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?",
                          (older_than,))
@@ -500,7 +521,8 @@ class Store:
             n = cur.rowcount
             conn.execute("DELETE FROM alerts WHERE state NOT IN ('raised', 'acknowledged') "
                          "AND updated_at < ?", (older_than,))
-            conn.execute("DELETE FROM commands WHERE time < ?", (older_than,))
+            conn.execute("DELETE FROM commands WHERE time < ? AND (sent IS NULL OR sent < ?)",
+                         (older_than, commands_horizon))
         return n
 
     # --- snapshots (files live in the state directory; rows tie them to alerts) -----------
