@@ -156,8 +156,13 @@ class RemoteIngest:
         current_trust = current.extra.get("trust", ATTESTED)  # rows from before version 2 proved nothing
         if trust == SIGNED:
             if current_trust != SIGNED or progress(heard) > progress(current):
-                # A signed event defines the alert; ward-attested hearsay before it gives way.
+                # A signed event defines the alert; ward-attested hearsay before it gives way
+                # (noted, when it had come further: the origin's later events will follow).
                 heard.extra = {**current.extra, **heard.extra}
+                if current_trust != SIGNED and progress(current) > progress(heard):
+                    heard.extra["attested"] = {"type": f"alert.{current.state}", "state": str(current.state),
+                                               "level": current.level, "by": current.extra.get("via", "mesh"),
+                                               "outcome": str(current.outcome) if current.outcome else None}
                 return heard
             return None
         if current_trust != SIGNED:

@@ -324,6 +324,14 @@ class Store:
             cols = [c[0] for c in cur.description or ()]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
+    def reserve(self, name: str, n: int) -> int:
+        """Move a persistent counter ``n`` ahead and return its new value: the numbers from
+        ``value - n + 1`` to ``value`` are the caller's (never given out again, used or not)."""
+        with self.transaction() as conn:
+            return conn.execute("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                                "DO UPDATE SET value = value + excluded.value RETURNING value",
+                                (name, n)).fetchone()[0]
+
     def next_value(self, name: str) -> int:
         """Increment and return a persistent counter (inside the caller's transaction)."""
         with self.transaction() as conn:

@@ -233,6 +233,7 @@ class MqttLink:
         self.refused: Counter[str] = Counter()
         #: When the current (or last) connection was made: its status and Will say so.
         self.connected_at = 0.0
+        self._status_seq = self._status_ceiling = 0
         self.published = 0
         self.connects = 0
         self.last_error = ""
@@ -256,7 +257,7 @@ class MqttLink:
         if self._move(LinkState.CLOSING, only_from=UP) in UP:
             try:
                 stopped = contract.stopped_payload_v2(
-                    hub=self.hub_id, ward=self.config.hub.ward, seq=self.store.next_value("status_seq"),
+                    hub=self.hub_id, ward=self.config.hub.ward, seq=self._next_status_seq(),
                     time=self.clock.time(), connected_at=self.connected_at)
                 info = self._publish(self.topics.status, contract.dumps(self.signer.sign("status", stopped)),
                                      retain=True)
@@ -468,10 +469,22 @@ class MqttLink:
         if self.inflight.acked(mid, str(reason) if reason.is_failure else None):
             self._wake.set()
 
+    #: Status numbers are taken from the store this many at a time (one write per hundred).
+    STATUS_SEQ_BLOCK = 100
+
+    def _next_status_seq(self) -> int:
+        """The next status number, never used before (``<hub>:s<seq>``, confirmed by receipts)."""
+        with self._state_changed:
+            if self._status_seq >= self._status_ceiling:
+                self._status_ceiling = self.store.reserve("status_seq", self.STATUS_SEQ_BLOCK)
+                self._status_seq = self._status_ceiling - self.STATUS_SEQ_BLOCK
+            self._status_seq += 1
+            return self._status_seq
+
     def _publish_status(self) -> None:
         try:
             payload = self.signer.sign("status", status_message(
-                self.hub.status(), seq=self.store.next_value("status_seq"), now=self.clock.time(),
+                self.hub.status(), seq=self._next_status_seq(), now=self.clock.time(),
                 report_every=self.STATUS_INTERVAL, connected_at=self.connected_at))
         except Exception:
             log.exception("cannot build the status")

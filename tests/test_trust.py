@@ -6,6 +6,7 @@ tests/system/test_attacks.py; these pin the rules underneath."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,31 @@ def test_heard_events_have_a_bounded_share_of_the_store(tmp_path: Path) -> None:
     finally:
         hub.stop()
         store.close()
+
+
+def test_hubd_keys_init_makes_the_key_once_and_show_prints_it(tmp_path: Path) -> None:
+    import re
+    import stat
+    import subprocess
+
+    from support import HUBD, REPO, hub_config
+
+    cfg = hub_config(tmp_path, web=False)
+
+    def hubd(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*HUBD, "keys", *args, "-c", str(cfg)], capture_output=True, text=True,
+                              timeout=60, cwd=REPO)
+
+    assert hubd("show").returncode == 1 and "hubd keys init" in hubd("show").stderr
+    made = hubd("init")
+    assert made.returncode == 0, made.stderr
+    public = re.search(r"ed25519:[A-Za-z0-9_-]{43}", made.stdout)
+    assert public and "Enrol" in made.stdout
+    key = tmp_path / "state" / "signing.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    again = hubd("init")
+    assert again.returncode == 1 and "never overwritten" in again.stderr  # an identity is not replaced
+    assert hubd("show").stdout.strip() == public.group(0)
+    assert json.loads(hubd("show", "--json").stdout)["public_key"] == public.group(0)
+    key.chmod(0o644)
+    assert hubd("show").returncode == 1 and "chmod 600" in hubd("show").stderr

@@ -1,0 +1,293 @@
+"""Issue 15's attacks, each performed against a running hub, each shown refused, and the hub
+still working afterwards.
+
+The hub under attack is ``hubA``: a real ``hubd run`` with mock pins on a real Mosquitto, its
+neighbour ``hubB`` (``[mqtt] neighbours = ["hubB"]``, hubB's key in ``[trust] hubs``) and the
+test centre's key in ``[trust] centre``. The attacker is any client of the same broker; where
+an attack needs more (a neighbour gone bad, the ward's radio key, a local account, a LAN
+address), the test says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mqtt_support import CENTRAL, Centre, command, hub_key, mqtt_section, trust_section, write_hub_key
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from support import HubProcess, Mosquitto, hub_config, wait_for
+
+from hubd import contract
+
+ROOT = "safercom/v2/ward-7"
+A, B = f"{ROOT}/hubA", f"{ROOT}/hubB"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path / "broker", extra_conf=CENTRAL).start()
+    yield b
+    b.stop()
+
+
+class Target:
+    """hubA, running, and a client of its broker: the attacker's (and the test's) eyes."""
+
+    def __init__(self, tmp: Path, broker: Mosquitto, procs: list[HubProcess], *, web: bool = False,
+                 extra: str = "", trusted: tuple[str, ...] = ("hubB",)):
+        write_hub_key(tmp / "hubA" / "state", "hubA")
+        self.config = hub_config(tmp / "hubA", hub_id="hubA", web=web,
+                                 extra=mqtt_section(broker.port, neighbours=["hubB"], keepalive=5)
+                                 + trust_section(trusted) + extra)
+        self.procs = procs
+        self.broker = broker
+        self.centre = Centre(broker.host, broker.port, (f"{ROOT}/#", "evil/#"))
+        self.proc = self.start()
+
+    def start(self) -> HubProcess:
+        # A hub whose clock is synchronised judges a command's freshness by it (one that is not
+        # judges by order, which the contract's own tests cover).
+        self.proc = HubProcess(self.config, env={"HUBD_CLOCK_SYNCED": "1"}).start()
+        self.procs.append(self.proc)
+        wait_for(lambda: self.status()["links"]["mqtt"]["connected"], 20, message="hubA connected")
+        time.sleep(0.3)  # its subscriptions (SUBACK) are in place
+        return self.proc
+
+    def restart(self) -> None:
+        assert self.proc.terminate() == 0, self.proc.log.read_text()[-3000:]
+        self.proc = self.start()
+
+    def cli(self, *args: str) -> dict[str, Any]:
+        return self.proc.cli_json(*args)
+
+    def status(self) -> dict[str, Any]:
+        return self.cli("status")["result"]
+
+    def refused(self) -> dict[str, int]:
+        return self.status()["links"]["mqtt"]["refused"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self.cli("alerts", "--all")["result"]
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.cli("events", "--limit", "10000")["result"]
+
+    def siren_on(self) -> bool:
+        return self.status()["links"]["sirens"]["main"]["on"]
+
+    def press_raises_an_alert(self) -> dict[str, Any]:
+        """The hub still works: a press sounds the siren, stores the alert and sends it, signed."""
+        before = {a["id"] for a in self.alerts()}
+        assert self.proc.cli("press", "gate").returncode == 0
+        new = wait_for(lambda: [a for a in self.alerts() if a["id"] not in before and not a["remote"]],
+                       15, message="a new alert on hubA")[0]
+        assert self.siren_on()
+        sent = wait_for(lambda: [e for e in self.centre.events(f"{A}/events")
+                                 if e["id"] == f"{new['id']}:raised:0"], 15,
+                        message="the alert at the centre")[0]
+        assert contract.check_envelope(sent, {"hubA": self.public_key()}.get).trust is contract.Trust.SIGNED
+        return new
+
+    def public_key(self) -> Any:
+        return contract.parse_public_key(self.status()["public_key"])
+
+    def close(self) -> None:
+        self.centre.close()
+
+
+@pytest.fixture
+def target(tmp_path: Path, broker: Mosquitto, hub_processes: list[HubProcess]) -> Iterator[Target]:
+    t = Target(tmp_path, broker, hub_processes)
+    yield t
+    t.close()
+
+
+def envelope(hub: str, seq: int, event: str = "raised", *, state: str = "raised", level: int = 0,
+             outcome: str | None = None, event_id: str | None = None, zone: str = "Gate",
+             t: float | None = None) -> dict[str, Any]:
+    now = time.time() if t is None else t
+    alert = {"id": f"{hub}:{seq}", "hub": hub, "seq": seq, "kind": "panic", "source": "gate", "zone": zone,
+             "state": state, "outcome": outcome, "level": level, "silent": False, "raised_at": now,
+             "updated_at": now, "severity": 1}
+    return contract.event_envelope_v2(id=event_id or f"{hub}:{seq}:{event}:{level}", type=f"alert.{event}",
+                                      time=now, ward="ward-7", hub=hub, actor="gate", data={}, alert=alert)
+
+
+def signed(env: dict[str, Any], by: str) -> bytes:
+    return contract.dumps(contract.sign("event", env, hub_key(by)))
+
+
+# --- 1. no message can break a hub --------------------------------------------------------------
+
+def test_events_under_the_hubs_own_ids_are_refused_and_the_hub_keeps_working(target: Target) -> None:
+    c = target.centre
+    forged: list[bytes] = []
+    for seq in (1, 2, 3):  # its next alerts' ids and their transitions
+        forged.append(contract.dumps(envelope("hubA", seq)))  # unsigned
+        forged.append(signed(envelope("hubA", seq), "hubB"))  # a neighbour gone bad signs them
+        forged.append(signed({**envelope("hubB", seq), "id": f"hubA:{seq}:raised:0"}, "hubB"))
+    for n in range(5, 60):
+        forged.append(signed({**envelope("hubB", 1), "type": "siren.test", "id": f"hubA:e{n}",
+                              "alert": None}, "hubB"))
+        forged.append(json.dumps({"v": 1, "id": f"hubA:e{n}", "type": "siren.test", "time": time.time(),
+                                  "ward": "ward-7", "hub": "hubA", "actor": "x", "data": {}}).encode())
+    forged.append(signed({k: v for k, v in envelope("hubA", 2).items()}, "hubA"))  # not even hubA's key
+    for payload in forged:
+        c.publish(f"{B}/events", payload)
+    wait_for(lambda: sum(target.refused().values()) >= len(forged) - 1, 20, message="every forgery refused")
+    assert not [a for a in target.alerts() if a["remote"] or a["hub"] != "hubA"]
+    assert not [e for e in target.events() if e["actor"] in ("gate", "x")]
+
+    # The hub still works: a press stores and sends its alert; siren test and a signed silence work.
+    alert = target.press_raises_an_alert()
+    assert alert["id"] == "hubA:1"
+    assert target.proc.cli("siren", "test").returncode == 0
+    reply = c.request(f"{A}/cmd", command("hubA", "silence"))
+    assert reply["ok"], reply
+    wait_for(lambda: not target.siren_on(), 10, message="silenced")
+    assert c.request(f"{A}/cmd", command("hubA", "resolve", alert=alert["id"], outcome="genuine"))["ok"]
+    # ...and it starts again.
+    target.restart()
+    assert target.press_raises_an_alert()["id"] == "hubA:2"
+
+
+# --- 2. origin authenticity -----------------------------------------------------------------------
+
+def test_a_neighbour_cannot_forge_or_close_a_third_hubs_alert(tmp_path: Path, broker: Mosquitto,
+                                                              hub_processes: list[HubProcess]) -> None:
+    # hubC is enrolled (its key in [trust] hubs) but is no MQTT neighbour: its events reach hubA
+    # relayed by hubB, with hubC's own signature. hubD is not enrolled at all.
+    target = Target(tmp_path, broker, hub_processes, trusted=("hubB", "hubC"))
+    try:
+        c = target.centre
+        real = envelope("hubC", 3)
+        c.publish(f"{B}/events", contract.dumps({**contract.sign("event", real, hub_key("hubC")),
+                                                 "relayed_by": "hubB", "path": "mqtt"}))
+        seen = wait_for(lambda: [a for a in target.alerts() if a["id"] == "hubC:3"], 15,
+                        message="hubC's real alert, relayed")[0]
+        assert seen["state"] == "raised" and seen["extra"]["trust"] == "signed"
+
+        attacks = [
+            # hubB forges hubC's alert and signs it itself; and with no signature at all.
+            signed({**envelope("hubC", 9), "relayed_by": "hubB"}, "hubB"),
+            contract.dumps({**envelope("hubC", 9), "relayed_by": "hubB"}),
+            # hubB closes hubC's open alert: signed by hubB, as a relay of hubC's, unsigned.
+            signed(envelope("hubC", 3, "resolved", state="resolved", outcome="false_alarm"), "hubB"),
+            contract.dumps(envelope("hubC", 3, "resolved", state="resolved", outcome="false_alarm")),
+            # hubB changes hubC's signed event (the zone) and relays it: the signature no longer holds.
+            contract.dumps({**contract.sign("event", real, hub_key("hubC")), "relayed_by": "hubB",
+                            "alert": {**real["alert"], "zone": "Elsewhere"}}),
+            # hubD, whom hubA does not know, signs its own alert.
+            signed(envelope("hubD", 1), "hubD"),
+        ]
+        for payload in attacks:
+            c.publish(f"{B}/events", payload)
+        # hubB's ward attestation of a resolve is kept beside the alert, and changes nothing.
+        attested = contract.attest(envelope("hubC", 3, "cancelled", state="cancelled"), "hubB",
+                                   hub_key("hubB"))
+        c.publish(f"{B}/events", contract.dumps(attested))
+        refused = wait_for(lambda: (r := target.refused()) and sum(r.values()) >= len(attacks) and r, 15,
+                           message="the forgeries refused")
+        assert refused.get("bad_signature", 0) >= 3 and refused.get("unsigned", 0) >= 2
+        assert refused.get("unknown_origin", 0) >= 1
+        hub_c = wait_for(lambda: [a for a in target.alerts() if a["id"] == "hubC:3"
+                                  and a["extra"].get("attested")], 15, message="the attestation noted")[0]
+        assert hub_c["state"] == "raised" and hub_c["zone"] == "Gate"  # what hubC signed stands
+        assert hub_c["extra"]["attested"]["state"] == "cancelled"
+        assert hub_c["extra"]["attested"]["by"] == "hubB"
+        assert {a["id"] for a in target.alerts() if a["remote"]} == {"hubC:3"}
+        # Only hubC's signature closes it.
+        c.publish(f"{B}/events", signed(envelope("hubC", 3, "resolved", state="resolved", outcome="genuine"),
+                                        "hubC"))
+        wait_for(lambda: [a for a in target.alerts() if a["id"] == "hubC:3" and a["state"] == "resolved"], 15,
+                 message="hubC's own resolve")
+        target.press_raises_an_alert()
+    finally:
+        target.close()
+
+
+# --- 3. commands are the centre's alone -------------------------------------------------------------
+
+def test_only_the_centres_fresh_signed_commands_are_obeyed(target: Target) -> None:
+    c = target.centre
+    alert = target.press_raises_an_alert()
+    replies_before = len(c.on(f"{A}/reply"))
+    events_before = len(target.events())
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "evil/anywhere"
+    props.CorrelationData = b"x"
+    stale = command("hubA", "resolve", alert=alert["id"], outcome="false_alarm", time=time.time() - 3600)
+    attacks = [
+        json.dumps({"id": "a1", "cmd": "silence"}).encode(),  # version 1, as in the issue
+        json.dumps({"id": "a2", "cmd": "siren_test"}).encode(),
+        json.dumps({"id": "a3", "cmd": "resolve", "alert": alert["id"], "outcome": "false_alarm"}).encode(),
+        contract.dumps(contract.command_payload_v2(id="a4", cmd="cancel", hub="hubA", time=time.time(),
+                                                   by="eve", alert=alert["id"])),  # unsigned
+        command("hubA", "ack", alert=alert["id"], key=hub_key("hubB")),  # a neighbour's key
+        command("hubA", "resolve", alert=alert["id"], outcome="genuine", key=hub_key("hubA")),
+        command("hubB", "silence"),  # the centre's, for another hub
+        stale,
+        command("hubA", "status", key=hub_key("hubB")),
+    ]
+    for payload in attacks:
+        c.client.publish(f"{A}/cmd", payload, qos=1, properties=props)
+    replies = wait_for(lambda: len(c.on(f"{A}/reply")) >= replies_before + len(attacks) and
+                       [m.json() for m in c.on(f"{A}/reply")][replies_before:], 15, message="every refusal")
+    public = target.public_key()
+    for r in replies:
+        contract.verify("reply", r, public)  # every answer is the hub's own, signed
+        assert r["ok"] is False and r["error"]["code"] in (
+            "unsupported_version", "unsigned", "bad_signature", "wrong_hub", "stale"), r
+    assert not c.under("evil/"), "nothing was published on the attacker's response topic"
+    assert target.siren_on() and len(target.events()) == events_before
+    assert next(a for a in target.alerts() if a["id"] == alert["id"])["state"] == "raised"
+
+    # The centre's command is obeyed once; its replay, even after a restart, is not.
+    ack = command("hubA", "ack", alert=alert["id"])
+    assert c.request(f"{A}/cmd", ack)["ok"]
+    resolve = command("hubA", "resolve", alert=alert["id"], outcome="genuine")
+    assert c.request(f"{A}/cmd", resolve)["ok"]
+    target.restart()
+    again = c.request(f"{A}/cmd", resolve)
+    assert again.get("repeated") is True or again["error"]["code"] == "replayed"
+    states = [e["type"] for e in target.events() if e["alert_id"] == alert["id"]]
+    assert states.count("alert.resolved") == 1 and states.count("alert.acknowledged") == 1
+    target.press_raises_an_alert()
+
+
+# --- 4. bounds --------------------------------------------------------------------------------------
+
+def test_huge_deep_or_too_many_events_are_refused_and_counted(target: Target) -> None:
+    c = target.centre
+    db = Path(target.status()["links"]["mqtt"]["topic"]) and target.config.parent / "state" / "hubd.db"
+    size_before = db.stat().st_size + Path(f"{db}-wal").stat().st_size
+    big = envelope("hubB", 1)
+    big["data"] = {"pad": "x" * (4 * 1024 * 1024)}
+    for _ in range(10):  # ten 4 MiB events, as in the issue
+        c.publish(f"{B}/events", signed(big, "hubB"))
+    deep: Any = {}
+    for _ in range(40):
+        deep = {"d": deep}
+    c.publish(f"{B}/events", signed({**envelope("hubB", 2), "data": deep}, "hubB"))
+    c.publish(f"{B}/events", signed({**envelope("hubB", 3), "data": {f"k{i}": i for i in range(100)}},
+                                    "hubB"))
+    refused = wait_for(lambda: (r := target.refused()) and r.get("too_large", 0) >= 10 and r, 30,
+                       message="ten huge events refused")
+    assert refused.get("too_deep") == 1 and refused.get("too_many_keys") == 1
+    # A flood above the neighbour's rate (burst 300, then 20 a second) is cut off and counted.
+    flood = [signed(contract.event_envelope_v2(id=f"hubB:e{n}", type="test.flood", time=time.time(),
+                                               ward="ward-7", hub="hubB", actor="x", data={}), "hubB")
+             for n in range(1, 701)]
+    for payload in flood:
+        c.client.publish(f"{B}/events", payload, qos=1)
+    wait_for(lambda: target.refused().get("rate", 0) >= 300, 30, message="the flood cut off at the rate")
+    stored = [e for e in target.events() if e["type"] == "test.flood"]
+    assert 300 <= len(stored) <= 400, len(stored)
+    size_after = db.stat().st_size + Path(f"{db}-wal").stat().st_size
+    assert size_after - size_before < 8 * 1024 * 1024, (size_before, size_after)
+    target.press_raises_an_alert()
