@@ -620,6 +620,20 @@ class Store:
             (since, max_alerts, not_pending_for))
         return [(r["seq"], r["type"]) for r in rows]
 
+    def note_mesh_frame(self, node: int, tag: bytes, time: int, window: float) -> None:
+        """Remember an authentic frame heard from radio node ``node`` (its tag and time), and
+        forget that node's frames more than ``window`` seconds older than its newest."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO mesh_seen(node, tag, time) VALUES (?,?,?)", (node, tag, time))
+            conn.execute("DELETE FROM mesh_seen WHERE node = ? AND time < (SELECT max(time) FROM mesh_seen "
+                         "WHERE node = ?) - ?", (node, node, window))
+
+    def mesh_frames_seen(self) -> list[tuple[int, bytes, int]]:
+        """(node, tag, time) of every frame remembered by ``note_mesh_frame``, oldest first."""
+        with self._lock:
+            return [(r[0], bytes(r[1]), r[2]) for r in
+                    self._conn.execute("SELECT node, tag, time FROM mesh_seen ORDER BY time").fetchall()]
+
     # --- accounts (users) and the web page --------------------------------------------------
 
     def add_user(self, name: str, role: str, password_hash: str) -> bool:

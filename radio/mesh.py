@@ -30,6 +30,7 @@ import logging
 import queue
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -119,6 +120,8 @@ class MeshLink:
         self.neighbours: dict[int, Neighbour] = {}
         self.counters: Counter[str] = Counter()
         self.replay = frames.ReplayWindow(self.cfg.replay_window)
+        for node, tag, frame_time in hub.store.mesh_frames_seen():  # the window survives restarts
+            self.replay.restore(node, frame_time, tag, clock.monotonic())
         self.budget = AirtimeBudget(self.cfg.duty_cycle, clock=clock.monotonic)
         self.radio: Radio | None = None
         self.state = "stopped"
@@ -367,6 +370,21 @@ class MeshLink:
             except Exception:
                 log.exception("mesh: handling a packet failed")
 
+    def _remember(self, sender: int, tag: bytes, frame_time: int) -> None:
+        """Keep the replay window in the store, so that it holds across restarts. A store that
+        refuses the write (a full SD card) costs that only: the frame is still heard."""
+        try:
+            self.hub.store.note_mesh_frame(sender, tag, frame_time, self.cfg.replay_window)
+        except sqlite3.Error as e:
+            self.counters["replay_window_unsaved"] += 1
+            log.warning("mesh: could not keep frame %s of !%08x in the store: %s", tag.hex(), sender, e)
+
+    def oldest_news(self) -> float:
+        """Frames sent before this time are refused (while this hub's clock is synchronised):
+        the events they carry may be pruned from the store already, so their ids no longer
+        deduplicate them. A neighbour's clock may be off by up to the retention, less a window."""
+        return self.clock.time() - self.config.store.retention_days * 86400 + self.cfg.replay_window
+
     def _on_packet(self, packet: dict[str, Any]) -> None:
         raw = packet.get("raw")
         if raw is None or not raw.HasField("decoded"):
@@ -387,7 +405,12 @@ class MeshLink:
         self.counters["frames_heard"] += 1
         try:
             frame = frames.decode(data, self.key, sender)
-            self.replay.check(sender, frame.time, data[-frames.TAG_LEN:], self.clock.monotonic())
+            if frame.time < self.oldest_news() and self.hub.clock_synced():
+                raise frames.FrameReplayError(f"sent {self.clock.time() - frame.time:.0f} s ago, before this "
+                                              "hub's retention: a replay (its event may be pruned here)")
+            tag = data[-frames.TAG_LEN:]
+            self.replay.check(sender, frame.time, tag, self.clock.monotonic())
+            self._remember(sender, tag, frame.time)
         except FrameError as e:
             self.counters[f"refused_{e.reason}"] += 1
             self.last_error = f"refused {e.reason} frame from {node_id}: {e}"
