@@ -60,6 +60,8 @@ BROADCAST = "^all"
 MAX_IN_FLIGHT = 4
 CALL_TIMEOUT = 10.0
 _ACK_RE = re.compile(r"^\s*ACK\s+(?:([A-Za-z0-9_-]{1,24})[:\s])?\s*(\d{1,8})\s*[.!]?\s*$", re.IGNORECASE)
+#: An address that is not one node (Meshtastic's broadcast).
+BROADCAST_NUM = 0xFFFFFFFF
 
 Identity = tuple[str, int, int, int]
 
@@ -112,6 +114,8 @@ class MeshLink:
         self.processor = processor
         self.clock = clock
         self.hub_id = config.hub.id
+        #: What marshals type to name this hub: "ACK <code> <n>".
+        self.code = self.cfg.code or self.hub_id
         self.has_uplink = config.mqtt is not None
         self.gateway = config.mqtt is not None and self.cfg.uplink
         self.key: bytes = b""
@@ -542,6 +546,11 @@ class MeshLink:
     # --- marshals -------------------------------------------------------------------------
 
     def _on_text(self, raw: Any) -> None:
+        """A marshal's acknowledgement: "ACK <code> <n>" (or "ACK <n>" as a reply to this hub's
+        own alert text), from a node of ``mesh.marshals``, as a public-key (PKI) direct message
+        to this hub's radio: the firmware (2.5 and later) sets ``pki_encrypted`` only when the
+        sender's own key decrypted it, while a channel text's ``from`` is anyone's to set
+        (advisory GHSA-377p-prwp-4hwf). Channel text counts only with ``marshal_channel_text``."""
         sender = getattr(raw, "from")
         node_id = f"!{sender:08x}"
         try:
@@ -554,45 +563,55 @@ class MeshLink:
             self.counters["texts_ignored"] += 1
             log.info("mesh: ignored text from %s: %r", node_id, text[:80])
             return
-        hub_part, seq = m.group(1), int(m.group(2))
-        if hub_part and hub_part != self.hub_id:
-            log.info("mesh: text %r from %s is for hub %s, not this one", text[:40], node_id, hub_part)
+        code, seq = m.group(1), int(m.group(2))
+        if code and code.lower() != self.code.lower():
+            log.info("mesh: text %r from %s is for hub %s, not this one (%s)", text[:40], node_id, code,
+                     self.code)
             return
         reply_to = raw.decoded.reply_id
-        if reply_to and self._texts.get(reply_to, seq) != seq:
-            log.info("mesh: ignored %r from %s: a reply to another message", text[:40], node_id)
-            return
-        if reply_to and reply_to not in self._texts and not hub_part:
-            log.info("mesh: ignored %r from %s: a reply to a message this hub did not send", text[:40],
-                     node_id)
+        if not code and self._texts.get(reply_to) != seq:
+            # "ACK 12" alone names no hub: alert 12 of every hub that lists this marshal would do.
+            self.counters["marshal_ambiguous"] += 1
+            log.warning("mesh: ignored %r from %s: it names no hub (reply 'ACK %s %d', or reply to this "
+                        "hub's alert text)", text[:40], node_id, self.code, seq)
             return
         if node_id not in self.cfg.marshals:
             self.counters["texts_ignored"] += 1
             log.warning("mesh: ignored %r from %s: not in mesh.marshals", text[:40], node_id)
             return
+        radio = self.radio
+        private = radio is not None and raw.to == radio.node_num and bool(getattr(raw, "pki_encrypted",
+                                                                                  False))
+        if not private and not self.cfg.marshal_channel_text:
+            self.counters["marshal_unauthenticated"] += 1
+            log.warning("mesh: ignored %r 'from' marshal %s: not a public-key direct message to this hub, so "
+                        "anyone with the channel key could have sent it (mesh.marshal_channel_text = true "
+                        "accepts such, knowing this)", text[:40], node_id)
+            return
         alert_id = contract.alert_id(self.hub_id, seq)
         alert = self.hub.store.get_alert(alert_id)
         if alert is None or alert.remote:
-            log.info("mesh: %r from marshal %s: no alert %s here (another hub's?)", text[:40], node_id,
-                     alert_id)
+            log.info("mesh: %r from marshal %s: no alert %s here", text[:40], node_id, alert_id)
             return
         reply = self.processor.execute({"cmd": "ack", "alert": alert_id}, actor=f"marshal:{node_id}")
         self.counters["marshal_acks" if reply["ok"] else "marshal_refused"] += 1
         answer = f"ACK {seq} OK" if reply["ok"] else f"ACK {seq}: {reply['error']['message']}"[:120]
-        log.info("mesh: marshal %s: %r -> %s", node_id, text[:40], answer)
-        self._send_text(answer, destination=sender)
+        log.info("mesh: marshal %s (%s): %r -> %s", node_id, "public-key DM" if private else "channel text",
+                 text[:40], answer)
+        self._send_text(answer, destination=sender, private=private)
 
     def _marshal_text(self, alert: dict[str, Any], ftype: FrameType) -> str:
         seq = alert["seq"]
         when = time.strftime("%H:%M", time.localtime(alert.get("raised_at") or self.clock.time()))
         head = "ALERT" if ftype == FrameType.RAISED else f"ALERT L{alert.get('level', 0)}"
         zone = (alert.get("zone") or "")[:40]
-        return f"{head} {seq} {str(alert['kind']).upper()} {zone} {when} — reply ACK {seq}".replace("  ", " ")
+        return (f"{head} {seq} {str(alert['kind']).upper()} {zone} {when} — reply ACK {self.code} {seq}"
+                .replace("  ", " "))
 
-    def _send_text(self, text: str, destination: Any = BROADCAST) -> int | None:
+    def _send_text(self, text: str, destination: Any = BROADCAST, *, private: bool = False) -> int | None:
         if self.radio is None:
             return None
-        pkt = self._transmit(text, "text", destination=destination)
+        pkt = self._transmit(text, "text", destination=destination, private=private)
         if pkt is None:
             log.warning("mesh: airtime budget spent; marshal text not sent: %r", text)
             return None
@@ -614,7 +633,7 @@ class MeshLink:
              "beacon": "beacons_sent", "text": "texts_sent"}
 
     def _transmit(self, payload: Frame | str, traffic: str, *, destination: Any = BROADCAST,
-                  want_ack: bool = False) -> Any | None:
+                  want_ack: bool = False, private: bool = False) -> Any | None:
         """Send one packet, if the airtime budget allows ``traffic`` (an ``AirtimeBudget``
         class): a frame on the ward's port, or a text to the marshals.  Returns the
         packet sent, or None when the budget says wait.
@@ -632,6 +651,8 @@ class MeshLink:
         ack: dict[str, Any] = {}
         if want_ack:
             ack = {"onResponse": self._make_response_handler(radio.iface), "onResponseAckPermitted": True}
+        if private:  # a public-key direct message (to a marshal who wrote one)
+            ack["pkiEncrypted"] = True
         pkt = radio.call(lambda i: i.sendData(data, destinationId=destination, portNum=port, wantAck=want_ack,
                                               channelIndex=self.cfg.channel_index, **ack), CALL_TIMEOUT)
         self.budget.spend(air)

@@ -365,3 +365,63 @@ def test_a_replayed_mesh_frame_is_refused_after_a_restart_and_a_prune(tmp_path: 
             except Exception:
                 pass
         lab.air.stop()
+
+
+# --- 6. marshals ----------------------------------------------------------------------------------
+
+def test_a_marshals_ack_names_its_hub_and_a_forged_sender_is_refused(tmp_path: Path) -> None:
+    from mesh_lab import Lab
+    from meshtastic.protobuf import mesh_pb2
+    from meshtastic.tcp_interface import TCPInterface
+
+    lab = Lab(tmp_path, seed=6)
+    marshal_node = lab.air.add_node(hop_limit=1, name="marshal")
+    attacker_node = lab.air.add_node(hop_limit=1, name="attacker")
+    radio = None
+    try:
+        a, b = lab.chain(2, mesh={"marshals": [marshal_node.node_id]})
+        for hub in (a, b):
+            lab.air.link(marshal_node, hub.node)
+            lab.air.link(attacker_node, hub.node)
+        marshal_node.start()
+        attacker_node.start()
+        lab.start()
+        wait_for(lambda: a.link.state == b.link.state == "connected", 20, message="hubs connected")
+        alert_a, alert_b = a.raise_alert("panic", "Gate"), b.raise_alert("fire", "Mill")
+        assert alert_a.seq == alert_b.seq == 1  # "ACK 1" fits both
+
+        ids = iter(range(0x5000, 0x6000))
+
+        def forged(text: str, to: int, *, pki: bool) -> None:
+            packet = mesh_pb2.MeshPacket()
+            setattr(packet, "from", marshal_node.num)  # anyone with the channel key can set it
+            packet.to, packet.id, packet.pki_encrypted = to, next(ids), pki
+            packet.decoded.portnum = 1
+            packet.decoded.payload = text.encode()
+            for hub in (a, b):
+                hub.node.inject(packet)
+
+        # The attacker, as the marshal: channel text "ACK 1" (the issue's), a direct message that
+        # claims to be public-key encrypted, and one naming the hub.
+        forged("ACK 1", 0xFFFFFFFF, pki=False)
+        forged("ACK hub-1 1", a.node.num, pki=True)
+        forged("ACK hub-2 1", b.node.num, pki=True)
+        def refused(hub: Any) -> int:
+            return hub.link.counters["marshal_unauthenticated"] + hub.link.counters["marshal_ambiguous"]
+
+        wait_for(lambda: refused(a) >= 2 and refused(b) >= 2, 20,
+                 message="the forged acknowledgements refused")
+        time.sleep(0.5)
+        assert a.store.get_alert(alert_a.id).state == b.store.get_alert(alert_b.id).state == "raised"
+
+        # The real marshal's public-key direct message names its hub: only that alert is acknowledged.
+        radio = TCPInterface("127.0.0.1", portNumber=marshal_node.port, timeout=10)
+        radio.sendData(b"ACK hub-2 1", destinationId=b.node.num, portNum=1, pkiEncrypted=True)
+        wait_for(lambda: b.store.get_alert(alert_b.id).state == "acknowledged", 20, message="the real ACK")
+        time.sleep(0.5)
+        assert a.store.get_alert(alert_a.id).state == "raised"
+        assert a.processor.execute({"cmd": "ack", "alert": alert_a.id}, "manager")["ok"]  # still works
+    finally:
+        if radio is not None:
+            radio.close()
+        lab.stop()
