@@ -178,8 +178,8 @@ class WebConfig:
     bind: str = field(default="0.0.0.0", metadata=_meta("Address to listen on"))
     port: int = field(default=8080, metadata=_meta("TCP port (0 picks a free one)", minimum=0, maximum=65535))
     threads: int = field(default=16, metadata=_meta("waitress worker threads", minimum=2, maximum=64))
-    max_streams: int = field(default=8, metadata=_meta("Open live (SSE) streams at most",
-                                                       minimum=1, maximum=60))
+    max_streams: int = field(default=8, metadata=_meta(
+        "Open live (SSE) streams at most; one login may hold half of them", minimum=1, maximum=60))
     heartbeat: float = field(default=15.0, metadata=_meta(
         "Seconds between keep-alive comments on a live stream", minimum=0.05, maximum=300))
     stream_max_age: float = field(default=1800.0, metadata=_meta(
@@ -188,8 +188,9 @@ class WebConfig:
     session_hours: float = field(default=12.0, metadata=_meta(
         "Hours a login lasts", minimum=0.1, maximum=720))
     login_max_failures: int = field(default=5, metadata=_meta(
-        "Failed logins (per user name and per address) before logins are refused for a while",
-        minimum=1, maximum=100))
+        "Failed logins from one address before it is refused for a while; four times as many on one "
+        "account (from anywhere) slow that account to one try every 2 s from other addresses (never "
+        "locking its owner out)", minimum=1, maximum=100))
     login_lockout: float = field(default=300.0, metadata=_meta(
         "Seconds over which failed logins count, and for which logins are then refused",
         minimum=1, maximum=86400))

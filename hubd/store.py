@@ -655,9 +655,17 @@ class Store:
             return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
 
     def get_user(self, name: str) -> dict[str, Any] | None:
-        """An account's name, role, password_hash and created_at, or None."""
-        rows = self.query("SELECT name, role, password_hash, created_at FROM users WHERE name = ?", (name,))
+        """An account's name, role, password_hash, created_at and session_epoch, or None."""
+        rows = self.query("SELECT name, role, password_hash, created_at, session_epoch FROM users "
+                          "WHERE name = ?", (name,))
         return rows[0] if rows else None
+
+    def bump_session_epoch(self, name: str) -> bool:
+        """Move an account's session epoch (every page session of it ends); False if there is
+        no such account."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE name = ?",
+                                (name,)).rowcount == 1
 
     def users(self) -> list[dict[str, Any]]:
         """Every account's name, role and created_at (no hashes), by name."""

@@ -425,3 +425,99 @@ def test_a_marshals_ack_names_its_hub_and_a_forged_sender_is_refused(tmp_path: P
         if radio is not None:
             radio.close()
         lab.stop()
+
+
+# --- 7. the page ------------------------------------------------------------------------------------
+
+def test_logout_ends_every_session_and_guessing_never_locks_the_owner_out(
+        tmp_path: Path, broker: Mosquitto, hub_processes: list[HubProcess]) -> None:
+    import http.client
+    import subprocess
+
+    import requests
+    from support import HUBD, REPO, free_port
+
+    port = free_port()
+    target = Target(tmp_path, broker, hub_processes)
+    try:
+        # The page is on: a second hubA config would do, but the target's own is simplest edited.
+        text = target.config.read_text().replace("enabled = false", "enabled = true").replace(
+            "port = 0", f"port = {port}")
+        target.config.write_text(text)
+        target.restart()
+        url = f"http://127.0.0.1:{port}"
+        for name, role in (("manager", "manager"), ("viewer", "viewer")):
+            subprocess.run([*HUBD, "user", "add", name, "--role", role, "--password-stdin", "-c",
+                            str(target.config)], input=f"{name}-password-1\n", text=True, check=True,
+                           cwd=REPO, timeout=60)
+
+        def login(name: str, addr: str | None = None) -> requests.Session:
+            s = requests.Session()
+            headers = {"X-Forwarded-For": addr} if addr else {}
+            r = s.post(f"{url}/api/login", json={"user": name, "password": f"{name}-password-1"},
+                       headers=headers, timeout=10)
+            assert r.status_code == 200, r.text
+            s.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+            return s
+
+        # Logout (and a new password) end every session of the account, on the server.
+        laptop, phone = login("manager"), login("manager")
+        cookie, token = dict(laptop.cookies), laptop.headers["X-CSRF-Token"]
+        assert laptop.post(f"{url}/api/logout", timeout=10).status_code == 200
+        stolen = requests.Session()
+        stolen.cookies.update(cookie)
+        stolen.headers["X-CSRF-Token"] = token
+        assert stolen.get(f"{url}/api/me", timeout=10).status_code == 401
+        assert stolen.post(f"{url}/api/siren/silence", json={}, timeout=10).status_code in (401, 403)
+        assert phone.get(f"{url}/api/me", timeout=10).status_code == 401  # every session of it
+        tablet = login("manager")
+        subprocess.run([*HUBD, "user", "passwd", "manager", "--password-stdin", "-c", str(target.config)],
+                       input="manager-password-1\n", text=True, check=True, cwd=REPO, timeout=60)
+        assert tablet.get(f"{url}/api/me", timeout=10).status_code == 401
+
+        # Twenty wrong passwords for an account from four addresses (the attack) slow
+        # guessing, but its owner, at another address, still logs in with the right one.
+        def attempt(name: str, password: str, addr: str) -> tuple[int, dict[str, Any]]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(addr, 0))
+            try:
+                conn.request("POST", "/api/login", json.dumps({"user": name, "password": password}),
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                return resp.status, {"retry": resp.getheader("Retry-After"), **json.loads(resp.read())}
+            finally:
+                conn.close()
+
+        attackers = [f"127.0.0.{n}" for n in (11, 12, 13, 14)]
+        for addr in attackers:
+            for _ in range(5):
+                assert attempt("viewer", "guess-guess", addr)[0] == 401
+        assert attempt("viewer", "viewer-password-1", attackers[0])[0] == 429  # that address waits
+        assert attempt("viewer", "guess-guess", "127.0.0.15")[0] in (401, 429)  # slowed, paced
+        status, body = attempt("viewer", "viewer-password-1", "127.0.0.20")
+        if status == 429:  # at most a few seconds: the pace of tries on an account under attack
+            assert int(body["retry"]) <= 5, body
+            time.sleep(int(body["retry"]))
+            status, body = attempt("viewer", "viewer-password-1", "127.0.0.20")
+        assert status == 200, body
+        # Nothing makes the manager different: its account was never locked by the viewer's.
+        assert attempt("manager", "manager-password-1", attackers[1])[0] == 429  # the address is
+        assert attempt("manager", "manager-password-1", "127.0.0.21")[0] == 200
+
+        # One session cannot take every live stream.
+        viewer = login("viewer")
+        opened = []
+        for _ in range(40):
+            r = viewer.get(f"{url}/api/stream", stream=True, timeout=10)
+            if r.status_code != 200:
+                assert r.status_code == 503 and "for one login" in r.json()["error"]["message"]
+                break
+            opened.append(r)
+        else:
+            raise AssertionError("one login opened 40 live streams")
+        other = login("manager")
+        r = other.get(f"{url}/api/stream", stream=True, timeout=10)
+        assert r.status_code == 200, "another login still gets a live stream"
+        for s in [*opened, r]:
+            s.close()
+    finally:
+        target.close()
