@@ -29,15 +29,20 @@ def demo_runtime_dir() -> Path:
     return Path(base) / "hubd-demo"
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
+def _socket_path(args: argparse.Namespace) -> tuple[Path, frozenset[int]]:
+    """The control socket, and the users (besides this one and root) whose daemon may answer
+    on it: the owner of the hub's state directory (the hubd user under systemd)."""
     if os.environ.get("HUBD_SOCKET"):
-        return Path(os.environ["HUBD_SOCKET"])
+        return Path(os.environ["HUBD_SOCKET"]), frozenset({0})
     config = args.config or os.environ.get("HUBD_CONFIG")
+    if not config and SYSTEM_CONFIG.exists():
+        config = str(SYSTEM_CONFIG)
     if config:
-        return load_config(config, check_files=False).control_socket
-    if SYSTEM_CONFIG.exists():
-        return load_config(SYSTEM_CONFIG, check_files=False).control_socket
-    return demo_runtime_dir() / "control.sock"
+        from hubd.control import hub_owners
+
+        cfg = load_config(config, check_files=False)
+        return cfg.control_socket, hub_owners(cfg.state_dir)
+    return demo_runtime_dir() / "control.sock", frozenset({0})
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -134,8 +139,9 @@ def _remote(args: argparse.Namespace, request: dict[str, Any]) -> int:
     from hubd.control import ControlError, send_command
 
     try:
-        reply = send_command(_socket_path(args), request,
-                             timeout=30 + float(request.get("hold", 0)))
+        path, trusted = _socket_path(args)
+        reply = send_command(path, request, timeout=30 + float(request.get("hold", 0)),
+                             trusted_owners=trusted)
     except (ControlError, ConfigError) as e:
         print(f"hubd: {e}", file=sys.stderr)
         return 3

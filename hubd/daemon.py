@@ -27,6 +27,7 @@ from hubd.control import ControlServer
 from hubd.identity import load_or_init_key
 from hubd.lifecycle import Hub
 from hubd.notify import sd_notify, watchdog_interval
+from hubd.private import NotPrivate, private_dir, private_file
 from hubd.store import Store
 
 log = logging.getLogger("hubd")
@@ -94,7 +95,7 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.state_dir, tighten=True)  # store, keys, secrets: 0700 even outside systemd
         self._lock_state_dir()
         self.store = Store(cfg.store_path, clock=self.clock)
         self.hub = Hub(cfg, self.store, clock=self.clock, clock_synced=ClockWatch(),
@@ -191,6 +192,7 @@ class Daemon:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(32))
+        private_file(path, create=False)  # one made before hubd kept it so
         return path.read_bytes()
 
     # --- running --------------------------------------------------------------------------
@@ -258,8 +260,9 @@ def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None,
     daemon = Daemon(config, core_stale_after=core_stale_after)
     try:
         daemon.start()
-    except AlreadyRunning as e:
-        log.error("%s", e)
+    except (AlreadyRunning, NotPrivate) as e:
+        log.error("cannot start: %s", e)
+        daemon.stop()
         return 1
     except Exception as e:
         log.exception("cannot start: %s", e)

@@ -52,10 +52,11 @@ def check_config(path: Path) -> tuple[Check, Config | None]:
 
 
 def check_daemon(cfg: Config, timeout: float) -> tuple[Check, dict[str, Any] | None]:
-    from hubd.control import ControlError, send_command
+    from hubd.control import ControlError, hub_owners, send_command
 
     try:
-        reply = send_command(cfg.control_socket, {"cmd": "status"}, timeout=timeout)
+        reply = send_command(cfg.control_socket, {"cmd": "status"}, timeout=timeout,
+                             trusted_owners=hub_owners(cfg.state_dir))
     except (ControlError, OSError) as e:
         return Check("daemon", WARN, f"not running (no answer on {cfg.control_socket}: {e})",
                      "sudo systemctl start hubd; if it does not stay up: journalctl -u hubd -n 50"), None

@@ -32,6 +32,7 @@ import sqlite_utils
 
 from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.model import Alert, Event
+from hubd.private import private_dir, private_file
 
 log = logging.getLogger("hubd.store")
 
@@ -181,7 +182,13 @@ class Store:
         self.wal_path = Path(f"{self.path}-wal")
         self._migrations = MIGRATIONS if migrations is None else migrations
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            private_dir(self.path.parent)
+        # Password hashes, commands, the whole log: the owner's alone, whatever the umask (SQLite
+        # gives its -wal and -shm files the database file's mode).
+        private_file(self.path)
+        for extra in (self.wal_path, Path(f"{self.path}-shm")):
+            private_file(extra, create=False)
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
                                          check_same_thread=False)

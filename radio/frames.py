@@ -46,6 +46,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubd.private import private_dir
+
 VERSION = 1
 TAG_LEN = 8
 MAX_ORIGIN = 16
@@ -178,8 +180,10 @@ def write_key(path: Path, key: bytes | None = None) -> bytes:
     """Write a network key file (hex, mode 0600; a new random key unless ``key`` is given)
     and return the key."""
     key = key or secrets.token_bytes(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if not path.parent.exists():
+        private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
     return key

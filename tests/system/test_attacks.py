@@ -11,6 +11,8 @@ address), the test says so.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -521,3 +523,74 @@ def test_logout_ends_every_session_and_guessing_never_locks_the_owner_out(
             s.close()
     finally:
         target.close()
+
+
+# --- 8. local ---------------------------------------------------------------------------------------
+
+FAKE_SERVER = """
+import json, os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777)
+os.setgid(65534); os.setuid(65534)  # the other user, from here on (listen records who answers)
+s.listen(5)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(json.dumps({"ok": True, "result": {"hub": "fake", "planted": True}}).encode() + b"\\n")
+    c.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to play another local user")
+def test_a_planted_control_socket_is_refused_and_files_are_private_whatever_the_umask(
+        tmp_path: Path, hub_processes: list[HubProcess]) -> None:
+    import subprocess
+    import sys
+
+    from support import HUBD, REPO
+
+    nobody = 65534
+    # Another local user (nobody) made the runtime directory first and answers on a socket in it.
+    shared = tmp_path / "tmp"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    planted = shared / "hubd-0"
+    planted.mkdir()
+    os.chown(planted, nobody, nobody)
+    os.chown(tmp_path, 0, 0)
+    tmp_path.chmod(0o755)
+    sock = planted / "control.sock"
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_SERVER, str(sock)])
+    try:
+        wait_for(sock.exists, 10, message="the planted socket")
+        cfg = hub_config(tmp_path / "hub", web=True, extra="")
+        cfg.write_text(cfg.read_text().replace(f'runtime_dir = "{tmp_path / "hub" / "run"}"',
+                                               f'runtime_dir = "{planted}"'))
+        # The CLI does not talk to it...
+        out = subprocess.run([*HUBD, "status", "-c", str(cfg)], capture_output=True, text=True, cwd=REPO,
+                             timeout=60)
+        assert out.returncode != 0 and "refusing the control socket" in out.stderr, out
+        assert "planted" not in out.stdout
+        # ...and the daemon does not start in it, saying why.
+        run = subprocess.run([*HUBD, "run", "-c", str(cfg)], capture_output=True, text=True, cwd=REPO,
+                             timeout=60)
+        assert run.returncode == 1 and "belongs to nobody" in run.stderr, run.stderr[-2000:]
+    finally:
+        fake.kill()
+        fake.wait(10)
+
+    # Outside systemd, with a umask that lets everyone read: the store, the keys and the
+    # secrets are the hub's alone, and so is their directory.
+    cfg = hub_config(tmp_path / "private", web=True)
+    old = os.umask(0o022)
+    try:
+        proc = HubProcess(cfg).start()
+    finally:
+        os.umask(old)
+    hub_processes.append(proc)
+    assert proc.cli("press", "gate").returncode == 0
+    state = tmp_path / "private" / "state"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for name in ("hubd.db", "hubd.db-wal", "signing.key", "secret_key"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((tmp_path / "private" / "run").stat().st_mode) == 0o700
