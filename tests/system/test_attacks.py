@@ -594,3 +594,49 @@ def test_a_planted_control_socket_is_refused_and_files_are_private_whatever_the_
     for name in ("hubd.db", "hubd.db-wal", "signing.key", "secret_key"):
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE((tmp_path / "private" / "run").stat().st_mode) == 0o700
+
+
+# --- 9. transport -----------------------------------------------------------------------------------
+
+def _own_address() -> str | None:
+    """An address of this machine that is not loopback (None when it has none)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("198.51.100.1", 9))  # no packet is sent: it only picks the outgoing interface
+        except OSError:
+            return None
+        address = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_broker_across_the_network_without_tls_is_refused_unless_insecure(
+        tmp_path: Path, hub_processes: list[HubProcess]) -> None:
+    import subprocess
+
+    from support import HUBD, REPO, free_port
+
+    plain = hub_config(tmp_path / "plain", web=False, extra='[mqtt]\nhost = "198.51.100.7"\n')
+    for args in (["run", "-c", str(plain)], ["check-config", str(plain)]):
+        out = subprocess.run([*HUBD, *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert out.returncode == 2 and "not on this machine and tls is off" in out.stderr, out
+
+    address = _own_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback to put a broker on")
+    port = free_port()
+    broker = Mosquitto(tmp_path / "broker", extra_conf=f"listener {port} {address}\n").start()
+    try:
+        cfg = hub_config(tmp_path / "insecure", web=False,
+                         extra=f'[mqtt]\nhost = "{address}"\nport = {port}\ninsecure = true\n')
+        proc = HubProcess(cfg).start()
+        hub_processes.append(proc)
+        wait_for(lambda: proc.cli_json("status")["result"]["links"]["mqtt"]["connected"], 20,
+                 message="the hub on a broker across the network, knowingly without TLS")
+        out = subprocess.run([*HUBD, "doctor", "--json", "-c", str(cfg)], capture_output=True, text=True,
+                             cwd=REPO, timeout=120)
+        broker_check = next(c for c in json.loads(out.stdout)["checks"] if c["name"] == "broker")
+        assert broker_check["status"] == "warn" and "without TLS" in broker_check["detail"], broker_check
+    finally:
+        broker.stop()
