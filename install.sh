@@ -25,7 +25,9 @@ STATE=/var/lib/hubd
 UNIT=/etc/systemd/system/hubd.service
 LINK=/usr/local/bin/hubd
 USER_NAME=hubd
-GROUPS_WANTED=(gpio dialout video)
+GROUPS_WANTED=(gpio dialout video i2c)
+# Lets the hubd user power the machine off: [power] shutdown_command = "systemctl poweroff".
+POLKIT_RULE=/etc/polkit-1/rules.d/50-hubd-poweroff.rules
 
 usage() {
     cat <<EOF
@@ -310,6 +312,32 @@ s = Store(sys.argv[1]); v = s.version; s.close(); print(f"schema version {v} of 
     kept "$db: $out"
 }
 
+install_polkit_rule() {
+    step "power-down permission"
+    local rule
+    rule=$(cat <<EOF
+// Installed by hubd's install.sh: the $USER_NAME user may power the machine off, as hubd does
+// when its battery reaches the critical level ([power] shutdown_command = "systemctl poweroff").
+polkit.addRule(function (action, subject) {
+    if (subject.user == "$USER_NAME" &&
+        (action.id == "org.freedesktop.login1.power-off" ||
+         action.id == "org.freedesktop.login1.power-off-multiple-sessions" ||
+         action.id == "org.freedesktop.login1.power-off-ignore-inhibit")) {
+        return polkit.Result.YES;
+    }
+});
+EOF
+)
+    if [[ -f $R$POLKIT_RULE && $(<"$R$POLKIT_RULE") == "$rule" ]]; then
+        kept "$POLKIT_RULE is up to date"
+    else
+        mkdir -p "$(dirname "$R$POLKIT_RULE")"
+        printf '%s\n' "$rule" >"$R$POLKIT_RULE"
+        chmod 0644 "$R$POLKIT_RULE"
+        did "installed $POLKIT_RULE ($USER_NAME may power the machine off)"
+    fi
+}
+
 install_unit() {
     step "systemd service"
     UNIT_CHANGED=0
@@ -390,6 +418,7 @@ do_install() {
     install_config
     signing_key
     migrate_store
+    install_polkit_rule
     install_unit
     next_steps
 }
@@ -405,7 +434,7 @@ do_uninstall() {
         systemctl --root="$ROOT" disable hubd.service 2>/dev/null || true
     fi
     local p
-    for p in "$UNIT" "$LINK" "$APP"; do
+    for p in "$UNIT" "$LINK" "$APP" "$POLKIT_RULE"; do
         if [[ -e $R$p || -L $R$p ]]; then rm -rf -- "$R$p"; did "removed $p"; fi
     done
     rm -f "$R/etc/systemd/system/multi-user.target.wants/hubd.service"

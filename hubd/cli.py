@@ -122,10 +122,19 @@ def _print_status(s: dict[str, Any]) -> None:
           + ("" if s.get("clock_synced", True) else "  CLOCK NOT SYNCED"))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s["alerts"].items())) or "none"
     print(f"alerts: {counts}; open: {len(s['open_alerts'])}")
+    links = dict(s["links"])
+    if isinstance(links.get("power"), dict):
+        from hubd.power import describe
+
+        print(f"power: {describe(links.pop('power'))}")
+    if isinstance(links.get("tamper"), dict):
+        tamper = links.pop("tamper")
+        print("enclosure: " + ("OPEN" if tamper.get("open") else "closed")
+              + (f" (alert {tamper['alert']})" if tamper.get("alert") else ""))
     print("components:")
     for name, h in s["components"].items():
         print(f"  {name:<24} {h['status']}" + (f"  ({h['reason']})" if h.get("reason") else ""))
-    for name, info in s["links"].items():
+    for name, info in links.items():
         _print_section(name, info)
     if s.get("unsaved"):
         print(f"NOT SAVED: {len(s['unsaved'])} item(s) kept in memory until the store takes writes: "
@@ -351,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["test", "silence"])
     s.set_defaults(func=lambda a: _remote(a, {"cmd": "siren_test" if a.action == "test" else "silence"}))
 
-    s = sub.add_parser("press", parents=[common], help="press a simulated button (mock pins only)")
-    s.add_argument("button")
+    s = sub.add_parser("press", parents=[common], help="press a simulated button (mock pins only); "
+                       "'tamper' opens the enclosure, 'mains' cuts the mains, for --hold seconds")
+    s.add_argument("button", help="a button's name, tamper or mains")
     s.add_argument("--hold", type=float, default=0.2, help="seconds to hold (default 0.2)")
     s.set_defaults(func=lambda a: _remote(a, {"cmd": "press", "button": a.button, "hold": a.hold}))
 

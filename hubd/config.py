@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import shlex
 import stat
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -136,6 +138,10 @@ class TamperConfig:
     active_high: bool = field(default=True, metadata=_meta(
         "True if the line reads high when the enclosure is open: with pull_up a normally-closed switch "
         "to ground (a cut wire is a tamper too)"))
+    kind: Literal["panic", "medical", "fire", "intrusion", "tamper", "fault", "test"] = field(
+        default="tamper", metadata=_meta(
+            "Alert kind an opening raises; its siren pattern is that kind's in [sirens.patterns] (e.g. "
+            "tamper = [\"off\"] for no local sound)"))
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,86 @@ class HardwareConfig:
     boot_grace: float = field(default=2.0, metadata=_meta(
         "Seconds after start in which an active input is a fault, never an alert", minimum=0, maximum=60))
     tamper: TamperConfig | None = field(default=None, metadata=_meta("Optional enclosure tamper input"))
+
+
+@dataclass(frozen=True)
+class MainsConfig:
+    pin: int = field(metadata=_meta(
+        "BCM GPIO number of the mains-fail input (a UPS board's power-fail output, or a relay on the "
+        "supply)", minimum=0, maximum=53))
+    pull_up: bool = field(default=False, metadata=_meta(
+        "Internal pull-up (a relay contact to ground); false for a driven logic output"))
+    active_high: bool = field(default=True, metadata=_meta(
+        "True if the line reads high when the mains has FAILED: a UPS board's power-fail output, or with "
+        "pull_up a relay contact that is closed while the mains is on (a cut wire then reads as a failure)"))
+    debounce: float = field(default=2.0, metadata=_meta(
+        "Seconds the mains must stay failed (or back) before the hub says so: flicker is not an outage",
+        minimum=0, maximum=300))
+
+
+@dataclass(frozen=True)
+class BatteryConfig:
+    chip: Literal["ina219"] = field(default="ina219", metadata=_meta(
+        "Battery monitor: an INA219 current/voltage monitor on I2C (common Pi UPS boards)"))
+    bus: int = field(default=1, metadata=_meta("I2C bus number (/dev/i2c-N)", minimum=0, maximum=255))
+    address: int = field(default=0x40, metadata=_meta(
+        "I2C address of the monitor (INA219: 0x40-0x4F; TOML takes 0x42)", minimum=0x40, maximum=0x4F))
+    shunt_ohms: float = field(default=0.1, metadata=_meta(
+        "Shunt resistor in ohms (printed on the board; 0.1 on most UPS boards)", exclusiveMinimum=0,
+        maximum=10))
+    max_current: float = field(default=3.2, metadata=_meta(
+        "Largest battery current expected, amperes; sets the monitor's range and resolution",
+        exclusiveMinimum=0, maximum=100))
+    empty_voltage: float = field(default=3.0, metadata=_meta(
+        "Battery voltage read as 0 % (one Li-ion cell: 3.0; two in series: 6.0)", minimum=0, maximum=26))
+    full_voltage: float = field(default=4.2, metadata=_meta(
+        "Battery voltage read as 100 % (one Li-ion cell: 4.2; two in series: 8.4)", minimum=0, maximum=26))
+    capacity_mah: float = field(default=0.0, metadata=_meta(
+        "Battery capacity in mAh, for the time left from the current drawn; 0 = estimate it from how fast "
+        "the level falls", minimum=0, maximum=1_000_000))
+    charge_positive: bool = field(default=True, metadata=_meta(
+        "The monitor reads a positive current while the battery charges (false if the board's shunt is "
+        "wired the other way)"))
+    discharge_threshold: float = field(default=0.05, metadata=_meta(
+        "Without a mains input: the hub is on battery while the battery gives more than this, amperes",
+        minimum=0, maximum=100))
+
+
+@dataclass(frozen=True)
+class ThrottledConfig:
+    path: str = field(default="/sys/devices/platform/soc/soc:firmware/get_throttled", metadata=_meta(
+        "The firmware's get_throttled file (hex flags: under-voltage, frequency capped, throttled)"))
+
+
+@dataclass(frozen=True)
+class PowerConfig:
+    mains: MainsConfig | None = field(default=None, metadata=_meta("Optional mains-fail input"))
+    battery: BatteryConfig | None = field(default=None, metadata=_meta("Optional battery monitor on I2C"))
+    throttled: ThrottledConfig | None = field(default=None, metadata=_meta(
+        "Optional: the Raspberry Pi's own under-voltage and throttling flags"))
+    poll_interval: float = field(default=5.0, metadata=_meta(
+        "Seconds between readings of the power sources (a mains edge is read at once)", minimum=0.1,
+        maximum=600))
+    low_battery: float = field(default=25.0, metadata=_meta(
+        "Battery percent, on battery, at which the hub reports power.battery_low (and raises the "
+        "low-battery alarm)", minimum=0, maximum=100))
+    critical_battery: float = field(default=8.0, metadata=_meta(
+        "Battery percent, on battery, at which the hub sends its last status and shuts down cleanly",
+        minimum=0, maximum=100))
+    low_alarm: bool = field(default=True, metadata=_meta(
+        "Raise an alert (alarm_kind, source power:battery) when the battery is low"))
+    alarm_kind: Literal["panic", "medical", "fire", "intrusion", "tamper", "fault", "test"] = field(
+        default="fault", metadata=_meta("Kind of the low-battery alert; its siren pattern is that kind's"))
+    shutdown: bool = field(default=True, metadata=_meta(
+        "Shut the machine down at critical_battery (or after shutdown_after on battery)"))
+    shutdown_after: float = field(default=0.0, metadata=_meta(
+        "Seconds on battery after which the hub shuts down whatever the level (for a UPS without a "
+        "battery monitor); 0 = off", minimum=0))
+    shutdown_command: str = field(default="systemctl poweroff", metadata=_meta(
+        "Command that powers the machine down cleanly (systemd stops hubd first)"))
+    shutdown_grace: float = field(default=15.0, metadata=_meta(
+        "Seconds to wait for the broker to take the last event before shutting down", minimum=0,
+        maximum=300))
 
 
 @dataclass(frozen=True)
@@ -304,6 +390,9 @@ class Config:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig, metadata=_meta("Response protocol"))
     mqtt: MqttConfig | None = field(default=None, metadata=_meta("MQTT link (optional)"))
     mesh: MeshConfig | None = field(default=None, metadata=_meta("Meshtastic mesh link (optional)"))
+    power: PowerConfig | None = field(default=None, metadata=_meta(
+        "Mains, battery and the Pi's supply: on-battery reports, low-battery alarm, clean shutdown "
+        "(optional)"))
     trust: TrustConfig = field(default_factory=TrustConfig, metadata=_meta(
         "Whom this hub believes: neighbours' and the centre's public keys"))
 
@@ -434,7 +523,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"expected one of {error.validator_value}, got {error.instance!r}"
     if v == "pattern":
         return f"{error.instance!r} does not match the expected form {error.validator_value}"
-    if v in ("minimum", "maximum"):
+    if v in ("minimum", "maximum", "exclusiveMinimum"):
         return f"{error.instance!r} is out of range ({v} {error.validator_value})"
     return error.message
 
@@ -497,6 +586,13 @@ def _cross_check(cfg: Config, check_files: bool) -> list[str]:
         snames.setdefault(s.name, f"sirens[{i}]")
     if cfg.hardware.tamper:
         claim(cfg.hardware.tamper.pin, "hardware.tamper.pin")
+    if cfg.power:
+        errors += _check_power(cfg, claim)
+    fitted = {"tamper": cfg.hardware.tamper is not None, "mains": bool(cfg.power and cfg.power.mains)}
+    for i, b in enumerate(cfg.buttons):
+        if fitted.get(b.name):
+            errors.append(f"buttons[{i}].name: {b.name!r} is the name `hubd press` gives "
+                          f"{SIMULATED_INPUTS[b.name]}; choose another")
     if cfg.mesh and len(cfg.hub.id) > 16:
         errors.append("hub.id: at most 16 characters when [mesh] is configured (it travels in every frame)")
     if list(cfg.protocol.escalation) != sorted(cfg.protocol.escalation) or any(
@@ -523,6 +619,43 @@ def _cross_check(cfg: Config, check_files: bool) -> list[str]:
             errors.append(f"mqtt.ca_file: {cfg.mqtt.ca_file} does not exist")
         if cfg.mesh and (msg := _secret_ok(cfg.mesh.key_file)):
             errors.append(f"mesh.key_file: {msg}")
+    return errors
+
+
+#: Names ``hubd press`` gives the inputs that are not buttons.
+SIMULATED_INPUTS = {"tamper": "hardware.tamper", "mains": "power.mains"}
+
+
+def _check_power(cfg: Config, claim: Callable[[int | None, str], None]) -> list[str]:
+    power = cfg.power
+    assert power is not None
+    errors = []
+    if power.mains is None and power.battery is None and power.throttled is None:
+        errors.append("power: no source configured: add [power.mains], [power.battery] or [power.throttled]")
+    if power.mains:
+        claim(power.mains.pin, "power.mains.pin")
+    if power.critical_battery >= power.low_battery:
+        errors.append(f"power.critical_battery: {power.critical_battery:g} % must be below power.low_battery "
+                      f"({power.low_battery:g} %)")
+    if power.shutdown:
+        try:
+            argv = shlex.split(power.shutdown_command)
+        except ValueError as e:
+            argv, reason = [], str(e)
+        else:
+            reason = "it is empty"
+        if not argv:
+            errors.append(f"power.shutdown_command: cannot run {power.shutdown_command!r}: {reason}")
+    battery = power.battery
+    if battery:
+        if battery.empty_voltage >= battery.full_voltage:
+            errors.append(f"power.battery.empty_voltage: {battery.empty_voltage:g} V must be below "
+                          f"full_voltage ({battery.full_voltage:g} V)")
+        if battery.max_current * battery.shunt_ohms > 0.32 + 1e-9:
+            millivolts = battery.max_current * battery.shunt_ohms * 1000
+            errors.append(f"power.battery.max_current: {battery.max_current:g} A through "
+                          f"{battery.shunt_ohms:g} ohm is {millivolts:.0f} mV, beyond the monitor's 320 mV "
+                          f"shunt range")
     return errors
 
 

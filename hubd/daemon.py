@@ -89,6 +89,8 @@ class Daemon:
         self._core_beat = self.clock.monotonic()
         self.web_port: int | None = None
         self.buttons: dict[str, Any] = {}
+        #: What ``hubd press NAME`` can drive on mock pins: the buttons, ``tamper`` and ``mains``.
+        self.pressable: dict[str, Any] = {}
         self.sirens: list[Any] = []
 
     # --- building -------------------------------------------------------------------------
@@ -104,6 +106,7 @@ class Daemon:
         self._start_sensors()
         self._start_links()
         self.hub.start()
+        self._start_power()
         self.hub.timers.every(HEARTBEAT_SECONDS, self._heartbeat)
         self.hub.timers.every(6 * 3600, self._prune)
         self._start_web()
@@ -131,9 +134,13 @@ class Daemon:
         self.components["sensors"] = hardware
         hardware.start()
         self.buttons = hardware.buttons
+        self.pressable.update(hardware.buttons)
         self.sirens = hardware.sirens
         self.hub.add_status_provider("sirens", hardware.siren_status)
         self.hub.add_status_provider("buttons", hardware.button_status)
+        if hardware.tamper is not None:
+            self.pressable["tamper"] = hardware.tamper
+            self.hub.add_status_provider("tamper", hardware.tamper_status)
         if hardware.camera is not None:
             self.hub.add_status_provider("camera", hardware.camera.status)
         if is_simulated(hardware.factory):
@@ -143,17 +150,39 @@ class Daemon:
         def press(args: dict[str, Any], actor: str) -> dict[str, Any]:
             from hubd.commands import CommandError
 
-            button = self.buttons.get(args["button"])
+            button = self.pressable.get(args["button"])
             if button is None:
                 raise CommandError(f"no button {args['button']!r}; buttons: "
-                                   + ", ".join(sorted(self.buttons)), code="not_found")
+                                   + ", ".join(sorted(self.pressable)), code="not_found")
             button.press(args.get("hold", 0.2))
             return {"pressed": args["button"], "hold": args.get("hold", 0.2)}
 
         self.processor.register(Command(
             "press", press, {"button": {"type": "string"},
                              "hold": {"type": "number", "minimum": 0, "maximum": 120}},
-            ("button",), summary="Press a simulated button (mock pins only)"))
+            ("button",), summary="Press a simulated button, open the enclosure (tamper) or cut the mains "
+                                 "(mains) for hold seconds (mock pins only)"))
+
+    def _start_power(self) -> None:
+        """Mains, battery and the Pi's supply (``hubd.power``, ``hubd.sensors.power``), when configured."""
+        if self.config.power is None:
+            return
+        from hubd.power import PowerSupervisor
+        from hubd.sensors.gpio import is_simulated
+        from hubd.sensors.power import PowerMonitor
+
+        supervisor = PowerSupervisor(self.config, self.hub, clock=self.clock)
+        publish_status = getattr(self.components.get("mqtt"), "publish_status", None)
+        if publish_status is not None:
+            supervisor.on_change.append(publish_status)  # the retained status says it at once
+        factory = getattr(self.components.get("sensors"), "factory", None)
+        monitor = PowerMonitor(self.config, supervisor, self.hub, factory)
+        self.components["power"] = monitor
+        self.hub.add_status_provider("power", supervisor.status)
+        supervisor.start()
+        monitor.start()
+        if monitor.mains is not None and is_simulated(factory):
+            self.pressable["mains"] = monitor.mains
 
     def _start_links(self) -> None:
         """The MQTT and mesh links, when configured; a hub without them works locally.

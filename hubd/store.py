@@ -685,3 +685,39 @@ class Store:
         rows = self.query("SELECT actor, max(time) AS t FROM events WHERE actor LIKE 'button:%' "
                           "GROUP BY actor")
         return {r["actor"].split(":", 1)[1]: r["t"] for r in rows}
+
+    # --- power (the orderly shutdown) -------------------------------------------------------
+
+    #: The meta key of the record an orderly power-down leaves for the next start.
+    POWER_DOWN_KEY = "power:down"
+
+    def delivered(self, outbox_ids: list[int]) -> bool:
+        """Whether every one of these outbox rows has been delivered (a row that is gone was)."""
+        if not outbox_ids:
+            return True
+        marks = ",".join("?" * len(outbox_ids))
+        return not self.query(f"SELECT 1 FROM outbox WHERE id IN ({marks}) AND delivered_at IS NULL LIMIT 1",
+                              tuple(outbox_ids))
+
+    def save_power_down(self, record: dict[str, Any]) -> None:
+        """Keep the record of an orderly power-down (time, battery, reason) for the next start."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = excluded.value", (self.POWER_DOWN_KEY, json.dumps(record)))
+
+    def take_power_down(self) -> dict[str, Any] | None:
+        """The record of the last orderly power-down, removed as it is read (None if there is none)."""
+        with self.transaction() as conn:
+            row = conn.execute("DELETE FROM meta WHERE key = ? RETURNING value",
+                               (self.POWER_DOWN_KEY,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def flush(self) -> None:
+        """Write everything into the database file itself (a WAL checkpoint, fsync'd), so that
+        the file alone is complete: before the machine powers down."""
+        with self._lock:
+            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("store: another reader kept the checkpoint from completing; the WAL is fsync'd")
+        self.sync()
+        self._sync_dir()

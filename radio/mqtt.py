@@ -88,7 +88,16 @@ def status_message(status: dict[str, Any], *, seq: int, now: float, report_every
         uptime=status["uptime"], clock_synced=status["clock_synced"],
         components={k: {f: v[f] for f in ("status", "reason", "since") if f in v}
                     for k, v in status["components"].items()},
-        outbox=status["outbox"], open_alerts=sum(1 for a in status["open_alerts"] if not a.get("remote")))
+        outbox=status["outbox"], open_alerts=sum(1 for a in status["open_alerts"] if not a.get("remote")),
+        power=status["links"].get("power"), tamper=status["links"].get("tamper"))
+
+
+def stopped_message(status: dict[str, Any], *, seq: int, now: float, connected_at: float) -> dict[str, Any]:
+    """The retained 'offline, stopped' payload (unsigned) at ``now``, with the power and tamper
+    of ``Hub.status()`` (power state ``shutting_down``: the hub powered itself down)."""
+    return contract.stopped_payload_v2(hub=status["hub"], ward=status["ward"], seq=seq, time=now,
+                                       connected_at=connected_at, power=status["links"].get("power"),
+                                       tamper=status["links"].get("tamper"))
 
 
 class RateLimit:
@@ -256,10 +265,8 @@ class MqttLink:
         """Say 'offline, stopped' on the status topic (so the Will is not needed) and disconnect."""
         if self._move(LinkState.CLOSING, only_from=UP) in UP:
             try:
-                stopped = contract.stopped_payload_v2(
-                    hub=self.hub_id, ward=self.config.hub.ward, seq=self._next_status_seq(),
-                    time=self.clock.time(), connected_at=self.connected_at)
-                info = self._publish(self.topics.status, contract.dumps(self.signer.sign("status", stopped)),
+                info = self._publish(self.topics.status,
+                                     contract.dumps(self.signer.sign("status", self._stopped_payload())),
                                      retain=True)
                 deadline = self.clock.monotonic() + min(2.0, timeout)
                 while info is not None and not info.is_published() and self.clock.monotonic() < deadline:
@@ -279,6 +286,22 @@ class MqttLink:
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def _stopped_payload(self) -> dict[str, Any]:
+        seq = self._next_status_seq()  # if even this fails, the Will says offline
+        now = self.clock.time()
+        try:
+            return stopped_message(self.hub.status(), seq=seq, now=now, connected_at=self.connected_at)
+        except Exception:  # the store may be what failed: say "stopped" all the same
+            log.exception("cannot read the status for the stopped status")
+            return contract.stopped_payload_v2(hub=self.hub_id, ward=self.config.hub.ward, seq=seq, time=now,
+                                               connected_at=self.connected_at)
+
+    def publish_status(self) -> None:
+        """Publish the retained status now, if connected (the power supervisor's last status)."""
+        if self.state in UP:
+            self._publish_status()
+            self.client.write_now()
 
     def status(self) -> dict[str, Any]:
         stats = self.store.outbox_stats().get(DESTINATION, {"depth": 0, "oldest_age": None})

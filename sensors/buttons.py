@@ -340,10 +340,11 @@ class PanicButton:
 def tamper_input(config: TamperConfig, hub: Hub, pin_factory: Factory | None = None, *,
                  timers: Timers | None = None, clock: Callable[[], float] | None = None,
                  boot_grace: float | None = None) -> PanicButton:
-    """The enclosure's tamper switch: a tamper alert on opening, with the buttons' debounce,
-    hold-down, stuck and boot rules (no hold-to-confirm, no cancel by the switch)."""
-    bc = ButtonConfig(name="tamper", pin=config.pin, zone=config.zone, kind="tamper", pull_up=config.pull_up,
-                      active_high=config.active_high, debounce=0.05, hold_time=0.0, stuck_after=3600.0)
+    """The enclosure's tamper switch: an alert of ``config.kind`` (tamper) on opening, with the
+    buttons' debounce, hold-down, stuck and boot rules (no hold-to-confirm, no cancel by the switch)."""
+    bc = ButtonConfig(name="tamper", pin=config.pin, zone=config.zone, kind=config.kind,
+                      pull_up=config.pull_up, active_high=config.active_high, debounce=0.05, hold_time=0.0,
+                      stuck_after=3600.0)
     return PanicButton(bc, hub, pin_factory, timers=timers, clock=clock, boot_grace=boot_grace,
                        component="tamper", source="tamper:enclosure", can_cancel=False)
 

@@ -103,6 +103,14 @@ class Hardware:
     def siren_status(self) -> dict[str, Any]:
         return {s.name: s.status() for s in self.sirens}
 
+    def tamper_status(self) -> dict[str, Any]:
+        """The enclosure: ``open`` while the switch reads open (or its wire is cut), and the
+        tamper alert still open, if any (the ``tamper`` object of the status)."""
+        if self.tamper is None:
+            return {"open": None, "alert": None}
+        s = self.tamper.status()
+        return {"open": s["active"], "alert": s["open_alert"]}
+
     def button_status(self) -> dict[str, Any]:
         out = {name: b.status() for name, b in self.buttons.items()}
         if self.tamper is not None:

@@ -111,7 +111,8 @@ def test_unit_settings() -> None:
     for line in ("Type=notify", "Restart=always", "StartLimitIntervalSec=0", "ProtectSystem=strict",
                  "StateDirectory=hubd", "RuntimeDirectory=hubd", "DevicePolicy=closed",
                  "DeviceAllow=char-gpiochip rw", "DeviceAllow=char-ttyUSB rw", "DeviceAllow=char-ttyACM rw",
-                 "DeviceAllow=char-video4linux rw", "DeviceAllow=char-media rw", "NoNewPrivileges=yes",
+                 "DeviceAllow=char-video4linux rw", "DeviceAllow=char-media rw", "DeviceAllow=char-i2c rw",
+                 "NoNewPrivileges=yes",
                  "User=hubd", "ExecStart=/opt/hubd/bin/hubd run -c /etc/hubd/hub.toml"):
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
@@ -160,6 +161,8 @@ def test_install_twice_upgrade_uninstall_purge(tmp_path: Path) -> None:
 
     unit = root / "etc/systemd/system/hubd.service"
     assert unit.read_text() == UNIT.read_text()
+    rule = root / "etc/polkit-1/rules.d/50-hubd-poweroff.rules"
+    assert 'subject.user == "hubd"' in rule.read_text() and "login1.power-off" in rule.read_text()
     wants = root / "etc/systemd/system/multi-user.target.wants/hubd.service"
     assert wants.is_symlink() and os.readlink(wants) == "/etc/systemd/system/hubd.service"
 
@@ -202,7 +205,8 @@ def test_install_twice_upgrade_uninstall_purge(tmp_path: Path) -> None:
     r = run_install(src, root, "--uninstall")
     assert r.returncode == 0, r.stdout + r.stderr
     for gone in ("opt/hubd", "usr/local/bin/hubd", "etc/systemd/system/hubd.service",
-                 "etc/systemd/system/multi-user.target.wants/hubd.service"):
+                 "etc/systemd/system/multi-user.target.wants/hubd.service",
+                 "etc/polkit-1/rules.d/50-hubd-poweroff.rules"):
         assert not (root / gone).exists() and not (root / gone).is_symlink(), gone
     assert conf.exists() and (root / "var/lib/hubd/hubd.db").exists() and passwd_entry(root, "hubd")
 

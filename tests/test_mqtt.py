@@ -300,9 +300,9 @@ def test_relayed_events_keep_their_origin_and_name_the_relay(tmp_path, broker, c
                                            alert={**alert, "level": 1, "updated_at": now + 1})
     assert h.hub.ingest_remote(json.loads(signed_event("hub-9", escalated)), via="mqtt", trust="signed",
                                relay_to=("mqtt",))
-    got = wait_for(lambda: len(centre.events(h.topics.events)) >= 2 and {
-        e["id"]: e for e in centre.events(h.topics.events) if e["hub"] == "hub-9"}, 15,
-        message="relayed events")
+    got = wait_for(lambda: (relayed := {e["id"]: e for e in centre.events(h.topics.events)
+                                        if e["hub"] == "hub-9"}) and len(relayed) == 2 and relayed, 15,
+                   message="both relayed events")
     keys = {"hub-1": hub_key("hub-1").public_key(), "hub-9": hub_key("hub-9").public_key()}.get
     for env in got.values():
         assert_valid("event-v2", env)

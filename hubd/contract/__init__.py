@@ -79,6 +79,7 @@ from hubd.contract.payloads import (
     error_reply,
     offline_payload,
     outgoing_envelope,
+    power_fields,
     reply_payload,
     status_payload,
 )
@@ -109,7 +110,7 @@ __all__ = [
     "TransitionEventId", "alert_id", "origin_of", "parse_alert_id", "parse_event_id", "parse_status_id",
     "routine_event_id", "status_id", "transition_event_id",
     "MAX_COMMAND_BYTES", "MQTT_COMMANDS", "error_reply", "offline_payload", "outgoing_envelope",
-    "reply_payload", "status_payload",
+    "power_fields", "reply_payload", "status_payload",
     "problems", "schema",
     "TopicRef", "Topics", "parse_topic", "topic_filter",
     # version 2

@@ -21,26 +21,51 @@ MAX_COMMAND_BYTES = 8192
 
 def status_payload(*, hub: str, ward: str, time: float, name: str, version: str, uptime: float,
                    clock_synced: bool, components: Mapping[str, Any], outbox: Mapping[str, Any],
-                   open_alerts: int, online: bool = True) -> dict[str, Any]:
+                   open_alerts: int, online: bool = True, power: Mapping[str, Any] | None = None,
+                   tamper: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The retained status (schema ``status``) at ``time``: ``components`` maps a name to its
     health (``status``, ``reason``, ``since``), ``outbox`` a destination to its ``depth`` and
-    ``oldest_age``; ``open_alerts`` counts the hub's own open alerts."""
+    ``oldest_age``; ``open_alerts`` counts the hub's own open alerts.  ``power`` and
+    ``tamper`` are there only on hubs that have those sources (see ``power_fields``)."""
     return {
         "v": CONTRACT_VERSION, "hub": hub, "ward": ward, "online": online, "time": time,
         "name": name, "version": version, "uptime": max(0.0, uptime), "clock_synced": clock_synced,
         "components": components, "outbox": outbox, "open_alerts": open_alerts,
+        **power_fields(power, tamper),
     }
 
 
-def offline_payload(ward: str, hub: str, reason: str, time: float | None = None) -> dict[str, Any]:
+def offline_payload(ward: str, hub: str, reason: str, time: float | None = None, *,
+                    power: Mapping[str, Any] | None = None,
+                    tamper: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The status that says offline: ``reason`` 'connection lost' for the Last Will, 'stopped'
     for a clean stop. Give ``time`` only when it is the moment of publishing: the Will is
-    written at connect time, and a time there would lie."""
+    written at connect time, and a time there would lie. A clean stop may say its ``power``
+    (state ``shutting_down``: the hub powered itself down) and ``tamper``."""
     payload: dict[str, Any] = {"v": CONTRACT_VERSION, "hub": hub, "ward": ward, "online": False,
                                "reason": reason}
     if time is not None:
         payload["time"] = time
+    payload.update(power_fields(power, tamper))
     return payload
+
+
+#: Keys of the status's ``power`` object (schema ``status``, ``$defs/power``).
+POWER_KEYS = ("state", "since", "mains", "battery", "voltage", "current", "time_left", "undervoltage",
+              "throttled", "low_at", "critical_at")
+#: Keys of the status's ``tamper`` object.
+TAMPER_KEYS = ("open", "alert")
+
+
+def power_fields(power: Mapping[str, Any] | None, tamper: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``power`` and ``tamper`` members of a status, for those given (the keys the schema
+    knows, nothing else)."""
+    out: dict[str, Any] = {}
+    if power is not None:
+        out["power"] = {k: power.get(k) for k in POWER_KEYS}
+    if tamper is not None:
+        out["tamper"] = {k: tamper.get(k) for k in TAMPER_KEYS}
+    return out
 
 
 def reply_payload(hub: str, command_id: str | None, reply: Mapping[str, Any],
