@@ -305,6 +305,33 @@ def test_illegal_transitions_and_remote_alerts_are_409(wh: WebHub) -> None:
     assert "Neighbours' alerts" in page and "hub-2:4" in page and "heard via mqtt" in page
 
 
+def test_a_neighbours_alert_known_only_from_the_mesh_is_shown_as_ward_attested(wh: WebHub) -> None:
+    now = time.time()
+
+    def heard(seq: int, event: str, state: str) -> dict:
+        alert = {"id": f"hub-3:{seq}", "hub": "hub-3", "seq": seq, "kind": "panic", "source": "mesh",
+                 "zone": "Mill", "state": state, "outcome": "genuine" if state == "resolved" else None,
+                 "level": 0, "silent": False, "raised_at": now, "updated_at": now, "severity": 1}
+        return {"v": 2, "id": f"hub-3:{seq}:{event}:0", "type": f"alert.{event}", "time": now,
+                "ward": "ward-7", "hub": "hub-3", "actor": "mesh", "data": {}, "alert": alert,
+                "attested": {"by": "hub-1", "sig": "x" * 86}}
+
+    wh.hub.ingest_remote(heard(1, "raised", "raised"), via="mesh", trust="ward-attested")
+    wh.hub.ingest_remote(heard(2, "raised", "raised"), via="mqtt", trust="signed")
+    wh.hub.ingest_remote(heard(2, "resolved", "resolved"), via="mesh", trust="ward-attested")
+    c = wh.app.test_client()
+    login(c)
+    page = c.get("/").get_data(as_text=True)
+    def card(alert_id: str) -> str:
+        start = page.index(f'data-alert="{alert_id}"')
+        return page[start:page.index("</article>", start)]
+
+    one, two = card("hub-3:1"), card("hub-3:2")
+    assert ">ward-attested<" in one and ">ward-attested<" not in two
+    assert "Ward-attested (not signed by hub hub-3): resolved (genuine), from hub-1." in two
+    assert 'data-state="raised"' in two  # what hub-3 signed stands
+
+
 def test_forms_work_without_javascript(wh: WebHub) -> None:
     aid = wh.raise_alert()
     c = wh.app.test_client()
