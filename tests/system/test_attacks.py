@@ -315,10 +315,11 @@ def test_a_replayed_mesh_frame_is_refused_after_a_restart_and_a_prune(tmp_path: 
         a.hub.resolve(alert.id, "genuine", "test")
         wait_for(lambda: (x := b.store.get_alert(alert.id)) and x.state == "resolved" and a.pending() == 0
                  and b.pending() == 0, 30, message="hub-2 holds the resolved alert")
+        heard = {tag for node, tag, _ in b.store.mesh_frames_seen() if node == a.node.num}
         captured = next(bytes(p.decoded.payload) for p in a.node.sent
                         if p.decoded.portnum == a.config.mesh.port_num
                         and frames.decode(bytes(p.decoded.payload), lab.key, a.node.num).type
-                        == frames.FrameType.RAISED)
+                        == frames.FrameType.RAISED and bytes(p.decoded.payload)[-frames.TAG_LEN:] in heard)
 
         # hub-2 restarts, and its retention prunes the closed alert: its id no longer dedupes.
         b.stop()
@@ -354,7 +355,10 @@ def test_a_replayed_mesh_frame_is_refused_after_a_restart_and_a_prune(tmp_path: 
         replay(stale, recorder)
         wait_for(lambda: b2.link.counters["refused_replayed"] >= 2, 15, message="the stale frame refused")
         time.sleep(1.0)
-        assert b2.store.get_alert(alert.id) is None, "the resolved alert came back as raised"
+        # (hub-1 may well send hub-2 its alert again, resolved, when it hears hub-2 back: that is
+        # the catch-up of a returning neighbour, not the replay, which was refused.)
+        back = b2.store.get_alert(alert.id)
+        assert back is None or back.state == "resolved", "the resolved alert came back as raised"
         assert b2.store.get_alert(f"hub-3:{old.seq}") is None
 
         # And hub-2 still hears what is new.
