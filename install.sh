@@ -237,7 +237,7 @@ install_config() {
     ids=$(owner_ids)
     ensure_dir "$ETC" 0750 "0:${ids#*:}"
     ensure_dir "$ETC/secrets" 0750 "0:${ids#*:}"
-    ensure_dir "$STATE" 0750 "$ids"
+    ensure_dir "$STATE" 0700 "$ids"
     if [[ -e $R$conf ]]; then
         kept "$conf exists (never overwritten)"
     else
@@ -265,6 +265,25 @@ install_config() {
     fi
     rm -f "$R$APP/.check-config.err"
     kept "$conf is valid"
+}
+
+signing_key() {
+    step "signing key"
+    local key=$STATE/signing.key ids public
+    ids=$(owner_ids)
+    if [[ -e $R$key ]]; then
+        kept "$key exists (a hub's identity is never replaced)"
+    else
+        "$R$APP/bin/python" -c 'import sys; from hubd.identity import init_key; init_key(sys.argv[1])' "$R$key" ||
+            die "could not make the signing key $key" "check that $STATE is writable, then run $PROG again"
+        chown "$ids" "$R$key"
+        did "made $key (0600)"
+    fi
+    ensure_attrs "$key" 0600 "$ids"
+    public=$("$R$APP/bin/python" -c 'import sys; from hubd import contract
+print(contract.public_key_text(contract.load_private_key(sys.argv[1])))' "$R$key") ||
+        die "cannot read the signing key $key" "check its owner ($USER_NAME) and mode (0600)"
+    kept "public key: $public  (enrol it at the centre and in the neighbours' [trust] hubs)"
 }
 
 migrate_store() {
@@ -380,10 +399,12 @@ print(load_config(sys.argv[1], check_files=False).web.port)' "$R$ETC/hub.toml" 2
 hubd is installed.  Next steps:
   1. Edit $ETC/hub.toml: ward, hub id, name, pins (check it: hubd check-config $ETC/hub.toml).
      Secrets (MQTT password, mesh network key) go in $ETC/secrets/, mode 0600, owner $USER_NAME.
-  2. Create a manager account for the page:
+  2. Enrol this hub's public key (hubd keys show) at the centre and in its neighbours' [trust] hubs;
+     put the centre's and the neighbours' keys in [trust] of $ETC/hub.toml.
+  3. Create a manager account for the page:
        sudo -u $USER_NAME $APP/bin/hubd user add NAME --role manager
-  3. Open the page: http://$ip:$port/
-  4. Check the installation: sudo hubd doctor     Status: hubd status     Log: journalctl -u hubd
+  4. Open the page: http://$ip:$port/
+  5. Check the installation: sudo hubd doctor     Status: hubd status     Log: journalctl -u hubd
 EOF
 }
 
@@ -395,6 +416,7 @@ do_install() {
     create_user
     install_program
     install_config
+    signing_key
     migrate_store
     install_polkit_rule
     install_unit

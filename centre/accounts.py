@@ -91,3 +91,8 @@ class Accounts:
         with self.store.read() as conn:
             found = conn.execute(sa.select(u.role, u.epoch).where(u.name == name)).first()
         return Account(role=found.role, epoch=str(found.epoch)) if found is not None else None
+
+    def end_sessions(self, name: str) -> None:
+        u = tables.users.c
+        with self.store.write() as conn:
+            conn.execute(tables.users.update().where(u.name == name).values(epoch=u.epoch + 1))

@@ -35,15 +35,20 @@ def demo_config_link() -> Path:
     return demo_runtime_dir() / "hub.toml"
 
 
-def _socket_path(args: argparse.Namespace) -> Path:
+def _socket_path(args: argparse.Namespace) -> tuple[Path, frozenset[int]]:
+    """The control socket, and the users (besides this one and root) whose daemon may answer
+    on it: the owner of the hub's state directory (the hubd user under systemd)."""
     if os.environ.get("HUBD_SOCKET"):
-        return Path(os.environ["HUBD_SOCKET"])
+        return Path(os.environ["HUBD_SOCKET"]), frozenset({0})
     config = args.config or os.environ.get("HUBD_CONFIG")
+    if not config and SYSTEM_CONFIG.exists():
+        config = str(SYSTEM_CONFIG)
     if config:
-        return load_config(config, check_files=False).control_socket
-    if SYSTEM_CONFIG.exists():
-        return load_config(SYSTEM_CONFIG, check_files=False).control_socket
-    return demo_runtime_dir() / "control.sock"
+        from hubd.control import hub_owners
+
+        cfg = load_config(config, check_files=False)
+        return cfg.control_socket, hub_owners(cfg.state_dir)
+    return demo_runtime_dir() / "control.sock", frozenset({0})
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -159,8 +164,9 @@ def _remote(args: argparse.Namespace, request: dict[str, Any]) -> int:
     from hubd.control import ControlError, send_command
 
     try:
-        reply = send_command(_socket_path(args), request,
-                             timeout=30 + float(request.get("hold", 0)))
+        path, trusted = _socket_path(args)
+        reply = send_command(path, request, timeout=30 + float(request.get("hold", 0)),
+                             trusted_owners=trusted)
     except (ControlError, ConfigError) as e:
         print(f"hubd: {e}", file=sys.stderr)
         return 3
@@ -281,6 +287,34 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``hubd keys init|show``: this hub's signing key (contract version 2)."""
+    from hubd import contract
+    from hubd.identity import init_key
+
+    try:
+        cfg = load_config(_config_path(args), check_files=False)
+    except ConfigError as e:
+        print(f"hubd: config: {'; '.join(e.errors)}", file=sys.stderr)
+        return 2
+    path = cfg.signing_key_path
+    try:
+        key = init_key(path) if args.action == "init" else contract.load_private_key(path)
+    except contract.KeyFileError as e:
+        hint = " (make it with: hubd keys init)" if e.code == "key_missing" else ""
+        print(f"hubd: {e.message}{hint}", file=sys.stderr)
+        return 1
+    public = contract.public_key_text(key)
+    if args.json:
+        print(json.dumps({"hub": cfg.hub.id, "key_file": str(path), "public_key": public}))
+    elif args.action == "init":
+        print(f"made {path}\n{public}\n\nEnrol this public key at the centre, and in the [trust] hubs of "
+              f"this hub's neighbours:\n  {cfg.hub.id} = \"{public}\"")
+    else:
+        print(public)
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------
 
 def _port_number(text: str) -> int:
@@ -368,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_doctor)
 
     sub.add_parser("centre", help="the E-telligence centre: hubd centre --help", add_help=False)
+    s = sub.add_parser("keys", parents=[common], help="this hub's signing key: init (make it), show")
+    s.add_argument("action", choices=["init", "show"])
+    s.set_defaults(func=cmd_keys)
 
     s = sub.add_parser("user", parents=[common], help="page accounts: add, passwd, remove, list")
     s.add_argument("action", choices=["add", "passwd", "remove", "list"])

@@ -10,6 +10,7 @@ permissions) follow in ``_cross_check``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import shlex
 import stat
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 import jsonschema
 
-from hubd.contract import HUB_PATTERN, WARD_PATTERN
+from hubd.contract import COMMAND_WINDOW, HUB_PATTERN, WARD_PATTERN, ContractError, parse_public_key
 
 ALERT_KINDS = ("panic", "medical", "fire", "intrusion", "tamper", "fault", "test")
 
@@ -263,8 +264,8 @@ class WebConfig:
     bind: str = field(default="0.0.0.0", metadata=_meta("Address to listen on"))
     port: int = field(default=8080, metadata=_meta("TCP port (0 picks a free one)", minimum=0, maximum=65535))
     threads: int = field(default=16, metadata=_meta("waitress worker threads", minimum=2, maximum=64))
-    max_streams: int = field(default=8, metadata=_meta("Open live (SSE) streams at most",
-                                                       minimum=1, maximum=60))
+    max_streams: int = field(default=8, metadata=_meta(
+        "Open live (SSE) streams at most; one login may hold half of them", minimum=1, maximum=60))
     heartbeat: float = field(default=15.0, metadata=_meta(
         "Seconds between keep-alive comments on a live stream", minimum=0.05, maximum=300))
     stream_max_age: float = field(default=1800.0, metadata=_meta(
@@ -273,8 +274,9 @@ class WebConfig:
     session_hours: float = field(default=12.0, metadata=_meta(
         "Hours a login lasts", minimum=0.1, maximum=720))
     login_max_failures: int = field(default=5, metadata=_meta(
-        "Failed logins (per user name and per address) before logins are refused for a while",
-        minimum=1, maximum=100))
+        "Failed logins from one address before it is refused for a while; four times as many on one "
+        "account (from anywhere) slow that account to one try every 2 s from other addresses (never "
+        "locking its owner out)", minimum=1, maximum=100))
     login_lockout: float = field(default=300.0, metadata=_meta(
         "Seconds over which failed logins count, and for which logins are then refused",
         minimum=1, maximum=86400))
@@ -292,18 +294,29 @@ class ProtocolConfig:
 class MqttConfig:
     host: str = field(metadata=_meta("Broker host name or address"))
     port: int = field(default=1883, metadata=_meta("Broker port", minimum=1, maximum=65535))
-    root: str = field(default="safercom/v1", metadata=_meta("Topic root; topics are <root>/<ward>/<hub>/..."))
+    root: str = field(default="safercom/v2", metadata=_meta(
+        "Topic root; topics are <root>/<ward>/<hub>/... (contract version 2)"))
     protocol: Literal["5", "3.1.1"] = field(default="5", metadata=_meta("MQTT protocol version"))
     keepalive: int = field(default=30, metadata=_meta("Keepalive seconds", minimum=5, maximum=600))
     username: str = field(default="", metadata=_meta("User name; empty for none"))
     password_file: str = field(default="", metadata=_meta("File holding the password (mode 0600)"))
     tls: bool = field(default=False, metadata=_meta("Use TLS"))
+    insecure: bool = field(default=False, metadata=_meta(
+        "Allow a broker that is not on this machine without TLS (passwords and alerts in clear on the "
+        "network); refused otherwise"))
     ca_file: str = field(default="", metadata=_meta("CA certificate for TLS"))
     cert_file: str = field(default="", metadata=_meta("Client certificate for TLS (optional)"))
     key_file: str = field(default="", metadata=_meta("Client key for TLS (optional, mode 0600)"))
     max_inflight: int = field(default=20, metadata=_meta("QoS 1 messages in flight", minimum=1, maximum=1000))
     neighbours: tuple[str, ...] = field(default=(), metadata=_meta(
-        "Hub ids in this ward whose events to follow"))
+        "Hub ids in this ward whose events to follow (their public keys in [trust] hubs)",
+        items={"type": "string", "pattern": f"^{HUB_PATTERN}$"}))
+    neighbour_rate: float = field(default=20.0, metadata=_meta(
+        "Events per second a neighbour may send on average; more are refused and counted",
+        minimum=0.1, maximum=10000))
+    neighbour_burst: int = field(default=300, metadata=_meta(
+        "Events a neighbour may send at once above its rate (a backlog after an outage)",
+        minimum=1, maximum=100000))
     chime_on_neighbour: bool = field(default=False, metadata=_meta(
         "Sound a short chime when a neighbour raises an alert"))
     homeassistant: bool = field(default=False, metadata=_meta("Publish Home Assistant MQTT discovery"))
@@ -326,9 +339,16 @@ class MeshConfig:
     duty_cycle: float = field(default=0.1, metadata=_meta("Fraction of airtime this hub may use",
                                                           minimum=0.001, maximum=1))
     marshals: tuple[str, ...] = field(default=(), metadata=_meta(
-        "Node ids (e.g. '!a1b2c3d4') whose 'ACK n' acknowledges an alert; when any are listed, "
-        "alerts are also sent as channel text (none: no text)",
+        "Node ids (e.g. '!a1b2c3d4') whose 'ACK <code> n' acknowledges an alert, when it comes as a "
+        "public-key (PKI) direct message to this hub's radio (Meshtastic firmware 2.5 and later); "
+        "when any are listed, alerts are also sent as text (none: no text)",
         items={"type": "string", "pattern": r"^![0-9a-f]{8}$"}))
+    marshal_channel_text: bool = field(default=False, metadata=_meta(
+        "Also take a marshal's ACK sent as channel text or an unencrypted direct message. WEAKER: its "
+        "sender is only the packet's 'from' field, which anyone with the channel key can set"))
+    code: str = field(default="", metadata=_meta(
+        "Short hub code marshals type in 'ACK <code> <n>' (default: the hub id)",
+        pattern=r"^[A-Za-z0-9_-]{0,16}$"))
     uplink: bool = field(default=True, metadata=_meta(
         "Whether this hub relays mesh alerts from hubs without uplink to MQTT"))
     ack_timeout: float = field(default=45.0, metadata=_meta(
@@ -341,7 +361,22 @@ class MeshConfig:
     watchdog: float = field(default=900.0, metadata=_meta(
         "Seconds of silence from the radio after which it is reconnected", minimum=1))
     replay_window: float = field(default=600.0, metadata=_meta(
-        "Seconds a frame may be older than the newest heard from the same node", minimum=5))
+        "Seconds a frame may be older than the newest heard from the same node, and, while this hub's "
+        "clock is synchronised, older than this hub's clock", minimum=5))
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    hubs: dict[str, str] = field(default_factory=dict, metadata=_meta(
+        "Public signing keys of the hubs whose events this hub believes: hub id -> 'ed25519:...' "
+        "(`hubd keys show` on that hub). An event about a hub not listed here changes nothing",
+        propertyNames={"pattern": f"^{HUB_PATTERN}$"}))
+    centre: str = field(default="", metadata=_meta(
+        "The centre's public signing key, 'ed25519:...': only commands it signed are executed; "
+        "empty: this hub takes no commands over MQTT"))
+    command_window: float = field(default=COMMAND_WINDOW, metadata=_meta(
+        "Seconds a command's time may differ from this hub's (synchronised) clock", minimum=10,
+        maximum=3600))
 
 
 @dataclass(frozen=True)
@@ -359,6 +394,8 @@ class Config:
     power: PowerConfig | None = field(default=None, metadata=_meta(
         "Mains, battery and the Pi's supply: on-battery reports, low-battery alarm, clean shutdown "
         "(optional)"))
+    trust: TrustConfig = field(default_factory=TrustConfig, metadata=_meta(
+        "Whom this hub believes: neighbours' and the centre's public keys"))
 
     @property
     def state_dir(self) -> Path:
@@ -378,6 +415,11 @@ class Config:
         if Path("/run/hubd").is_dir():  # systemd's RuntimeDirectory=hubd, seen from an SSH shell
             return Path("/run/hubd")
         return self.state_dir / "run"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """This hub's private signing key (``hubd keys init`` makes it)."""
+        return self.state_dir / "signing.key"
 
     @property
     def control_socket(self) -> Path:
@@ -415,6 +457,8 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return _type_schema(inner[0])  # optional: absence is how TOML says None
     if origin is tuple:
         return {"type": "array", "items": _type_schema(args[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _type_schema(args[1])}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _dataclass_schema(tp)
     raise TypeError(f"no schema for {tp!r}")
@@ -450,6 +494,8 @@ def _build(cls: Any, data: Any) -> Any:
         return None if data is None else _build(inner, data)
     if origin is tuple:
         return tuple(_build(typing.get_args(cls)[0], item) for item in data)
+    if origin is dict:
+        return {k: _build(typing.get_args(cls)[1], v) for k, v in data.items()}
     if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         hints = typing.get_type_hints(cls)
         return cls(**{k: _build(hints[k], v) for k, v in data.items()})
@@ -504,6 +550,16 @@ def _secret_ok(path: str) -> str | None:
     return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _cross_check(cfg: Config, check_files: bool) -> list[str]:
     errors = []
     pins: dict[int, str] = {}
@@ -543,6 +599,20 @@ def _cross_check(cfg: Config, check_files: bool) -> list[str]:
     if list(cfg.protocol.escalation) != sorted(cfg.protocol.escalation) or any(
             s <= 0 for s in cfg.protocol.escalation):
         errors.append("protocol.escalation: expected increasing positive seconds, e.g. [60, 180, 600]")
+    for hub, text in cfg.trust.hubs.items():
+        try:
+            parse_public_key(text)
+        except ContractError as e:
+            errors.append(f"trust.hubs.{hub}: {e.message}")
+    if cfg.trust.centre:
+        try:
+            parse_public_key(cfg.trust.centre)
+        except ContractError as e:
+            errors.append(f"trust.centre: {e.message}")
+    if cfg.mqtt and not cfg.mqtt.tls and not cfg.mqtt.insecure and not is_loopback(cfg.mqtt.host):
+        errors.append(f"mqtt.host: {cfg.mqtt.host} is not on this machine and tls is off: the broker "
+                      "password, commands and alerts would cross the network in clear. Set tls = true (and "
+                      "ca_file), or, knowing this, insecure = true")
     if check_files:
         if cfg.mqtt and cfg.mqtt.password_file and (msg := _secret_ok(cfg.mqtt.password_file)):
             errors.append(f"mqtt.password_file: {msg}")

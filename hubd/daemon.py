@@ -19,13 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hubd import __version__
+from hubd import __version__, contract
 from hubd.clock import SYSTEM_CLOCK, Clock, ClockWatch
 from hubd.commands import Command, CommandProcessor
 from hubd.config import Config
 from hubd.control import ControlServer
+from hubd.identity import load_or_init_key
 from hubd.lifecycle import Hub
 from hubd.notify import sd_notify, watchdog_interval
+from hubd.private import NotPrivate, private_dir, private_file
 from hubd.store import Store
 
 log = logging.getLogger("hubd")
@@ -99,10 +101,11 @@ class Daemon:
 
     def start(self) -> None:
         cfg = self.config
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.state_dir, tighten=True)  # store, keys, secrets: 0700 even outside systemd
         self._lock_state_dir()
         self.store = Store(cfg.store_path, clock=self.clock)
-        self.hub = Hub(cfg, self.store, clock=self.clock, clock_synced=ClockWatch())
+        self.hub = Hub(cfg, self.store, clock=self.clock, clock_synced=ClockWatch(),
+                       key=load_or_init_key(cfg))
         self.processor = CommandProcessor(self.hub)
         self._start_sensors()
         self._start_links()
@@ -227,6 +230,7 @@ class Daemon:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(secrets.token_bytes(32))
+        private_file(path, create=False)  # one made before hubd kept it so
         return path.read_bytes()
 
     # --- running --------------------------------------------------------------------------
@@ -237,8 +241,11 @@ class Daemon:
             self._core_beat = self.clock.monotonic()
 
     def _prune(self) -> None:
-        cutoff = self.clock.time() - self.config.store.retention_days * 86400
-        n = self.store.prune(cutoff)
+        now = self.clock.time()
+        cutoff = now - self.config.store.retention_days * 86400
+        horizon = contract.command_horizon(self.store.newest_command(), now, self.hub.clock_synced(),
+                                           self.config.trust.command_window)
+        n = self.store.prune(cutoff, commands_horizon=horizon)
         if n:
             log.info("pruned %d events older than %d days", n, self.config.store.retention_days)
 
@@ -291,8 +298,9 @@ def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None,
     daemon = Daemon(config, core_stale_after=core_stale_after)
     try:
         daemon.start()
-    except AlreadyRunning as e:
-        log.error("%s", e)
+    except (AlreadyRunning, NotPrivate) as e:
+        log.error("cannot start: %s", e)
+        daemon.stop()
         return 1
     except CannotStart as e:
         log.error("cannot start: %s", e)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from hubd.cli import demo_config_link, demo_runtime_dir
-from hubd.config import Config, ConfigError, load_config
+from hubd.config import Config, ConfigError, is_loopback, load_config
 
 #: The page's port when ``--port`` is not given (the next ones for the other hubs of ``--hubs N``).
 DEFAULT_PORT = 8080
@@ -140,15 +140,38 @@ def config_linked(cfg_path: Path) -> Iterator[None]:
             pass
 
 
-def write_demo_config(state_dir: Path, *, bind: str, port: int, mqtt: str | None) -> Path:
+def write_demo_config(state_dir: Path, *, bind: str, port: int, mqtt: str | None, trust: str = "") -> Path:
     mqtt_section = ""
     if mqtt:
         host, _, mport = mqtt.rpartition(":")
-        mqtt_section = f'\n[mqtt]\nhost = "{host or mqtt}"\nport = {int(mport) if host else 1883}\n'
+        host = host or mqtt
+        mqtt_section = f'\n[mqtt]\nhost = "{host}"\nport = {int(mport) if mport.isdigit() else 1883}\n'
+        if not is_loopback(host):
+            mqtt_section += "insecure = true  # the demo's broker is plain MQTT: never so on a real hub\n"
     path = state_dir / "demo.toml"
     path.write_text(DEMO_CONFIG.format(state_dir=state_dir, runtime_dir=demo_runtime_dir(), bind=bind,
-                                       port=port, mqtt=mqtt_section))
+                                       port=port, mqtt=mqtt_section) + trust)
     return path
+
+
+def demo_keys(base: Path, hubs: dict[str, Path]) -> str:
+    """Signing keys for the demo's hubs (each in its state directory) and for a demo centre
+    (``<base>/centre.key``), made once; the ``[trust]`` section every demo hub gets: the
+    others' public keys and the centre's."""
+    from hubd import contract
+    from hubd.identity import init_key
+
+    def key(path: Path) -> str:
+        return contract.public_key_text(contract.load_private_key(path) if path.exists() else init_key(path))
+
+    centre = key(base / "centre.key")
+    public = {hub: key(state_dir / "signing.key") for hub, state_dir in hubs.items()}
+    lines = ["", "# Whom this demo hub believes: the demo centre (its key in centre.key) and the other",
+             "# demo hubs. A real hub lists its centre's and its neighbours' keys (`hubd keys show`).",
+             "[trust]", f'centre = "{centre}"']
+    if public:
+        lines.append("hubs = { " + ", ".join(f'"{h}" = "{k}"' for h, k in public.items()) + " }")
+    return "\n".join(lines) + "\n"
 
 
 def _demo_account(cfg_path: Path, state_dir: Path) -> tuple[str, str]:
@@ -189,7 +212,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"hubd demo: {e}", file=sys.stderr)
         return 2
     state_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = write_demo_config(state_dir, bind=args.bind, port=port, mqtt=args.mqtt)
+    cfg_path = write_demo_config(state_dir, bind=args.bind, port=port, mqtt=args.mqtt,
+                                 trust=demo_keys(state_dir, {"demo-hub": state_dir}))
     try:
         cfg = load_config(cfg_path)
     except ConfigError as e:
@@ -317,15 +341,18 @@ def run_mesh_demo(args: argparse.Namespace) -> int:
         air.link(a, b, loss=args.mesh_loss)
     air.start()
     hubs: list[DemoHub] = []
+    state_dirs = {f"hub-{i}": base / f"hub-{i}" for i in range(1, n + 1)}
+    for state_dir in state_dirs.values():
+        state_dir.mkdir(parents=True, exist_ok=True)
+    trust = demo_keys(base, state_dirs)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
         for i, (node, port) in enumerate(zip(nodes, ports, strict=True), start=1):
-            state_dir = base / f"hub-{i}"
-            state_dir.mkdir(parents=True, exist_ok=True)
+            state_dir = state_dirs[f"hub-{i}"]
             cfg_path = write_demo_config(state_dir, bind=args.bind, port=port or _free_port(),
-                                         mqtt=args.mqtt if i == 1 else None)
+                                         mqtt=args.mqtt if i == 1 else None, trust=trust)
             text = cfg_path.read_text().replace('id = "demo-hub"', f'id = "hub-{i}"').replace(
                 'name = "Demo hub"', f'name = "Demo hub {i}"')
             if i > 1:  # only hub 1 answers plain CLI commands

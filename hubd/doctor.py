@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hubd.config import Config, ConfigError, load_config
+from hubd.config import Config, ConfigError, is_loopback, load_config
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -55,10 +55,11 @@ def check_config(path: Path) -> tuple[Check, Config | None]:
 
 
 def check_daemon(cfg: Config, timeout: float) -> tuple[Check, dict[str, Any] | None]:
-    from hubd.control import ControlError, send_command
+    from hubd.control import ControlError, hub_owners, send_command
 
     try:
-        reply = send_command(cfg.control_socket, {"cmd": "status"}, timeout=timeout)
+        reply = send_command(cfg.control_socket, {"cmd": "status"}, timeout=timeout,
+                             trusted_owners=hub_owners(cfg.state_dir))
     except (ControlError, OSError) as e:
         return Check("daemon", WARN, f"not running (no answer on {cfg.control_socket}: {e})",
                      "sudo systemctl start hubd; if it does not stay up: journalctl -u hubd -n 50"), None
@@ -197,7 +198,31 @@ def check_broker(cfg: Config, timeout: float) -> Check:
     if result:
         return Check("broker", FAIL, f"{where} refuses this hub: {result}",
                      "check [mqtt] username, password_file, tls and ca_file against the broker's settings")
+    if not m.tls and not is_loopback(m.host):
+        return Check("broker", WARN, f"{where} accepts this hub, without TLS (insecure = true): the broker "
+                     "password, commands and alerts cross the network in clear",
+                     "set [mqtt] tls = true and ca_file (and remove insecure)")
     return Check("broker", OK, f"{where} accepts this hub's MQTT connection")
+
+
+def check_trust(cfg: Config) -> Check:
+    """Whom the hub believes (contract version 2): its key, the centre's, its neighbours'."""
+    if cfg.mqtt is None:
+        return Check("trust", SKIP, "no [mqtt] configured")
+    problems = []
+    if not cfg.signing_key_path.exists():
+        problems.append(f"no signing key at {cfg.signing_key_path} (the daemon makes one on its first start)")
+    if not cfg.trust.centre:
+        problems.append("no [trust] centre key: no command over MQTT is executed")
+    unknown = [n for n in cfg.mqtt.neighbours if n not in cfg.trust.hubs]
+    if unknown:
+        problems.append(f"neighbours without a key in [trust] hubs (nothing they say is believed): "
+                        f"{', '.join(unknown)}")
+    if problems:
+        return Check("trust", WARN, "; ".join(problems),
+                     "hubd keys init (then enrol `hubd keys show` at the centre and the neighbours); put the "
+                     "centre's and the neighbours' public keys in [trust]")
+    return Check("trust", OK, f"signing key, the centre's key and {len(cfg.trust.hubs)} hub key(s)")
 
 
 def _mqtt_connect(cfg: Config, timeout: float) -> str | None:
@@ -312,6 +337,7 @@ def run_checks(config_path: Path, timeout: float = 5.0) -> list[Check]:
         checks.append(check_pins(cfg, status is not None))
         checks.append(check_radio(cfg, timeout))
         checks.append(check_broker(cfg, timeout))
+        checks.append(check_trust(cfg))
     checks.append(check_clock())
     if cfg is not None:
         checks.append(check_disk(cfg.state_dir))

@@ -38,12 +38,16 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from hubd import __version__
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hubd import __version__, contract
 from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.config import Config
 from hubd.escalation import EscalationTimers, Raised, RaiseTimes
 from hubd.eventlog import Committed, EventLog
 from hubd.health import HealthChange, HealthRegistry
+from hubd.identity import Signer
+from hubd.ingest import RemoteRefused
 from hubd.model import (
     TRANSITION_EVENT,
     Alert,
@@ -76,7 +80,7 @@ class Hub:
     """The core of a ward hub: the response protocol applied to the store."""
 
     def __init__(self, config: Config, store: Store, *, clock: Clock = SYSTEM_CLOCK,
-                 clock_synced: Callable[[], bool] = lambda: True):
+                 clock_synced: Callable[[], bool] = lambda: True, key: Ed25519PrivateKey | None = None):
         self.config = config
         self.store = store
         self.clock = clock
@@ -88,7 +92,10 @@ class Hub:
         self.timers = Timers("timers", clock.monotonic)
         #: Component health; read it from any thread (``hubd.health``).
         self.health = HealthRegistry(clock, on_change=self._health_changed)
-        self._log = EventLog(config, store, clock, clock_synced)
+        #: Signs as this hub (its key from the state dir, given by the daemon; without one, a
+        #: key of this process's own: fine for a hub no other party has to believe).
+        self.signer = Signer(self.hub_id, key or contract.generate_private_key())
+        self._log = EventLog(config, store, clock, clock_synced, self.signer)
         self._sirens = SirenBank()
         self._unsaved = UnsavedQueue(clock)
         self._raised = RaiseTimes(clock)
@@ -111,6 +118,10 @@ class Hub:
     def start(self) -> None:
         """Start the timers and resume the escalation (and siren) of every open alert."""
         self.timers.start()
+        forged = self.store.drop_forged_alerts(self.hub_id)
+        if forged:
+            log.error("removed %d alert(s) heard from other hubs under this hub's ids (stored before hubd "
+                      "refused such claims)", forged)
         for alert in self.store.alerts(open_only=True, remote=False, limit=10_000):
             self._escalation.schedule(alert)
             self._sirens.resume(alert, partial(self.store.events, since=alert.raised_at, limit=100_000))
@@ -247,22 +258,29 @@ class Hub:
 
     # --- neighbours -----------------------------------------------------------------------
 
-    def ingest_remote(self, envelope: dict[str, Any], *, via: str,
+    def ingest_remote(self, envelope: dict[str, Any], *, via: str, trust: str,
                       relay_to: tuple[str, ...] = ()) -> bool:
         """Store an event heard from another hub, deduplicated by its id (see hubd.ingest).
 
-        Returns True if it was new.  ``relay_to`` adds outbox rows (e.g. a mesh event to
-        be relayed to MQTT by this hub)."""
+        ``trust`` says how far the link that heard it believes it: ``signed`` (its origin's
+        signature verified) or ``ward-attested`` (rebuilt from a mesh frame). Returns True if
+        it was new.  ``relay_to`` adds outbox rows (e.g. a mesh event to be relayed to MQTT by
+        this hub).  Raises RemoteRefused (logged here, nothing written) for an event this hub
+        will not store: an id of its own, ids of different hubs, fields it cannot store."""
         def write() -> tuple[bool, Committed | None]:
-            committed = self._log.write_heard(envelope, via, tuple(relay_to))
+            committed = self._log.write_heard(envelope, via, trust, tuple(relay_to))
             return committed is not None, committed
 
         def refused(error: sqlite3.Error) -> bool:
             if not self._unsaved.holds_heard(envelope["id"]):
-                self._hold(HeldHeard(dict(envelope), via, tuple(relay_to)), error)
+                self._hold(HeldHeard(dict(envelope), via, trust, tuple(relay_to)), error)
             return True
 
-        return self._commit(write, refused)
+        try:
+            return self._commit(write, refused)
+        except RemoteRefused as e:
+            log.warning("refused an event heard via %s: %s", via, e)
+            raise
 
     # --- reading --------------------------------------------------------------------------
 
@@ -270,7 +288,7 @@ class Hub:
         return self._get(alert_id)
 
     def status(self) -> dict[str, Any]:
-        return self._status.status()
+        return {**self._status.status(), "public_key": self.signer.public_key_text}
 
     def ping(self, timeout: float = PING_TIMEOUT) -> bool:
         """Whether the core answers: its lock taken and the store read, each within ``timeout``.

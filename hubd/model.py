@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from hubd.contract import event_envelope
+from hubd.contract import event_envelope_v2
 
 
 class AlertKind(enum.StrEnum):
@@ -165,7 +165,8 @@ class Event:
     outbox: tuple[tuple[str, int, int], ...] = ()
 
     def envelope(self, ward: str, alert: Alert | None) -> dict[str, Any]:
-        """The versioned wire form (MQTT ``events`` topic, SSE, API)."""
-        return event_envelope(id=self.id, type=self.type, time=self.time, ward=ward, hub=self.hub,
-                              actor=self.actor, data=self.data,
-                              alert=alert.to_dict() if alert is not None else None)
+        """The versioned wire form, unsigned (contract version 2: the MQTT ``events`` topic; SSE
+        and the API show it too)."""
+        return event_envelope_v2(id=self.id, type=self.type, time=self.time, ward=ward, hub=self.hub,
+                                 actor=self.actor, data=self.data,
+                                 alert=alert.to_dict() if alert is not None else None)

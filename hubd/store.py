@@ -32,6 +32,7 @@ import sqlite_utils
 
 from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.model import Alert, Event
+from hubd.private import private_dir, private_file
 
 log = logging.getLogger("hubd.store")
 
@@ -120,8 +121,22 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
+def _v3_trust(db: sqlite_utils.Database) -> None:
+    # Contract version 2 (issue 15). How far a heard event is believed: NULL for this hub's own,
+    # else 'signed' (by its origin) or 'ward-attested' (rebuilt from a mesh frame).
+    db.execute("ALTER TABLE events ADD COLUMN trust TEXT")
+    db.execute("CREATE INDEX events_remote ON events(seq) WHERE trust IS NOT NULL")
+    # The centre's time of an accepted command: what its replay window is kept by.
+    db.execute("ALTER TABLE commands ADD COLUMN sent REAL")
+    # Moved to end every page session of an account (logout, a new password).
+    db.execute("ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0")
+    # Authentic mesh frames heard lately (their tags), so a replay is refused after a restart too.
+    db.execute("CREATE TABLE mesh_seen (node INTEGER NOT NULL, tag BLOB NOT NULL, time INTEGER NOT NULL, "
+               "PRIMARY KEY (node, tag))")
+
+
 #: Forward migrations; index i brings a store from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3_trust]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -169,7 +184,13 @@ class Store:
         self._lock = threading.RLock()
         #: count_alerts_by_state's answer until the alerts table is written again (None: count).
         self._alert_counts: dict[str, int] | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            private_dir(self.path.parent)
+        # Password hashes, commands, the whole log: the owner's alone, whatever the umask (SQLite
+        # gives its -wal and -shm files the database file's mode).
+        private_file(self.path)
+        for extra in (self.wal_path, Path(f"{self.path}-shm")):
+            private_file(extra, create=False)
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=5.0, isolation_level=None,
                                          check_same_thread=False)
@@ -312,6 +333,14 @@ class Store:
             cols = [c[0] for c in cur.description or ()]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
+    def reserve(self, name: str, n: int) -> int:
+        """Move a persistent counter ``n`` ahead and return its new value: the numbers from
+        ``value - n + 1`` to ``value`` are the caller's (never given out again, used or not)."""
+        with self.transaction() as conn:
+            return conn.execute("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                                "DO UPDATE SET value = value + excluded.value RETURNING value",
+                                (name, n)).fetchone()[0]
+
     def next_value(self, name: str) -> int:
         """Increment and return a persistent counter (inside the caller's transaction)."""
         with self.transaction() as conn:
@@ -366,16 +395,17 @@ class Store:
 
     def append_event(self, event: Event, envelope: dict[str, Any],
                      destinations: tuple[tuple[str, int], ...] = (), *,
-                     clock_synced: bool = True) -> Event | None:
+                     clock_synced: bool = True, trust: str | None = None) -> Event | None:
         """Append an event and its outbox rows.  Returns None if its id is already stored
-        (a duplicate heard again), so callers can deduplicate by id."""
+        (a duplicate heard again), so callers can deduplicate by id.  ``trust`` is None for
+        this hub's own events, else how far a heard one is believed ('signed', 'ward-attested')."""
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO events(id, type, time, hub, actor, alert_id, data, envelope, "
-                "clock_synced) VALUES (?,?,?,?,?,?,?,?,?)",
+                "clock_synced, trust) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (event.id, event.type, event.time, event.hub, event.actor, event.alert_id,
                  json.dumps(event.data), json.dumps(envelope, separators=(",", ":")),
-                 int(clock_synced)))
+                 int(clock_synced), trust))
             if cur.rowcount == 0:
                 return None
             seq = _rowid(cur)
@@ -388,6 +418,14 @@ class Store:
 
     def has_event(self, event_id: str) -> bool:
         return bool(self.query("SELECT 1 FROM events WHERE id = ?", (event_id,)))
+
+    def ids_taken(self, alert_id: str) -> bool:
+        """Whether an alert id, or any event id derived from it, is stored already (a new
+        local alert must not take it: a row heard before hubd refused such ids may hold it)."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT EXISTS(SELECT 1 FROM alerts WHERE id = ?) OR EXISTS(SELECT 1 FROM events "
+                "WHERE id >= ? AND id < ?)", (alert_id, f"{alert_id}:", f"{alert_id};")).fetchone()[0] == 1
 
     def events(self, *, alert_id: str | None = None, after_seq: int | None = None,
                since: float | None = None, until: float | None = None, type_prefix: str | None = None,
@@ -462,23 +500,44 @@ class Store:
                                      "oldest_age": round(now - r["oldest"], 3) if r["oldest"] else None}
         return out
 
-    # --- commands (idempotency of remote commands) ----------------------------------------
+    # --- commands: the centre's, accepted once (contract version 2's replay window) ---------
+
+    def command_seen(self, command_id: str) -> bool:
+        """Whether a command with this id was accepted before."""
+        return bool(self.query("SELECT 1 FROM commands WHERE id = ?", (command_id,)))
+
+    def note_command(self, command_id: str, sent: float) -> None:
+        """Remember an accepted command (``sent``: the centre's time in it) before it runs, and
+        keep the newest such time (``newest_command``)."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO commands(id, time, sent) VALUES (?,?,?)",
+                         (command_id, self._clock.time(), sent))
+            conn.execute("INSERT INTO meta(key, value) VALUES ('command_newest', ?) ON CONFLICT(key) DO "
+                         "UPDATE SET value = max(CAST(value AS REAL), CAST(excluded.value AS REAL))",
+                         (str(sent),))
+
+    def newest_command(self) -> float | None:
+        """The centre's time of the newest command accepted (None before the first)."""
+        rows = self.query("SELECT value FROM meta WHERE key = 'command_newest'")
+        return float(rows[0]["value"]) if rows else None
 
     def command_reply(self, command_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT reply FROM commands WHERE id = ?", (command_id,))
-        return json.loads(rows[0]["reply"]) if rows else None
+        return json.loads(rows[0]["reply"]) if rows and rows[0]["reply"] else None
 
     def save_command_reply(self, command_id: str, reply: dict[str, Any]) -> None:
         with self.transaction() as conn:
-            conn.execute("INSERT OR REPLACE INTO commands(id, time, reply) VALUES (?,?,?)",
-                         (command_id, self._clock.time(), json.dumps(reply)))
+            conn.execute("INSERT INTO commands(id, time, reply) VALUES (?,?,?) ON CONFLICT(id) DO UPDATE "
+                         "SET reply = excluded.reply", (command_id, self._clock.time(), json.dumps(reply)))
 
     # --- retention ------------------------------------------------------------------------
 
-    def prune(self, older_than: float) -> int:
+    def prune(self, older_than: float, *, commands_horizon: float = float("-inf")) -> int:
         """Delete closed alerts, their delivered events and old command replies before a time.
 
-        Events still waiting in an outbox are kept whatever their age."""
+        Events still waiting in an outbox are kept whatever their age, and commands the centre
+        sent at or after ``commands_horizon`` (``contract.command_horizon``: those a replay could
+        still pass the freshness check with)."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < ?",
                          (older_than,))
@@ -490,7 +549,8 @@ class Store:
             self._alert_counts = None
             conn.execute("DELETE FROM alerts WHERE state NOT IN ('raised', 'acknowledged') "
                          "AND updated_at < ?", (older_than,))
-            conn.execute("DELETE FROM commands WHERE time < ?", (older_than,))
+            conn.execute("DELETE FROM commands WHERE time < ? AND (sent IS NULL OR sent < ?)",
+                         (older_than, commands_horizon))
         return n
 
     # --- snapshots (files live in the state directory; rows tie them to alerts) -----------
@@ -509,6 +569,55 @@ class Store:
     def delete_snapshot(self, snapshot_id: int) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+    # --- events heard from other hubs (hubd.ingest) ------------------------------------------
+
+    def heard_trust(self, event_id: str) -> tuple[bool, str | None]:
+        """(stored, trust) of an event id: whether it is stored, and how far it is believed
+        (None for this hub's own)."""
+        rows = self.query("SELECT trust FROM events WHERE id = ?", (event_id,))
+        return (True, rows[0]["trust"]) if rows else (False, None)
+
+    def replace_heard(self, event: Event, envelope: dict[str, Any], trust: str) -> int | None:
+        """Replace a heard event's copy by a better-believed one of the same id (an origin's
+        signed copy of what was ward-attested); its seq, or None if it is not stored."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT seq FROM events WHERE id = ? AND trust IS NOT NULL",
+                               (event.id,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE events SET type = ?, time = ?, actor = ?, alert_id = ?, data = ?, "
+                         "envelope = ?, trust = ? WHERE seq = ?",
+                         (event.type, event.time, event.actor, event.alert_id, json.dumps(event.data),
+                          json.dumps(envelope, separators=(",", ":")), trust, row[0]))
+            return row[0]
+
+    def count_heard(self) -> int:
+        """Events heard from other hubs that are stored."""
+        return self.query("SELECT count(*) AS n FROM events WHERE trust IS NOT NULL")[0]["n"]
+
+    def evict_heard(self, n: int) -> int:
+        """Delete the oldest ``n`` heard events that wait in no outbox, oldest first, and the
+        closed remote alerts left without events; returns how many events went."""
+        with self.transaction() as conn:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS evicted (seq INTEGER PRIMARY KEY)")
+            conn.execute("DELETE FROM evicted")
+            conn.execute("INSERT INTO evicted SELECT seq FROM events WHERE trust IS NOT NULL AND seq NOT IN "
+                         "(SELECT event_seq FROM outbox WHERE delivered_at IS NULL) ORDER BY seq LIMIT ?",
+                         (n,))
+            conn.execute("DELETE FROM outbox WHERE event_seq IN (SELECT seq FROM evicted)")
+            cur = conn.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM evicted)")
+            conn.execute("DELETE FROM evicted")
+            conn.execute("DELETE FROM alerts WHERE remote = 1 AND state NOT IN ('raised', 'acknowledged') "
+                         "AND id NOT IN (SELECT alert_id FROM events WHERE alert_id IS NOT NULL)")
+            return cur.rowcount
+
+    def drop_forged_alerts(self, hub: str) -> int:
+        """Delete remote alert rows that claim this hub's ids (heard before hubd refused them:
+        no other hub can speak for this one); returns how many."""
+        with self.transaction() as conn:
+            return conn.execute("DELETE FROM alerts WHERE remote = 1 AND (hub = ? OR (id >= ? AND id < ?))",
+                                (hub, f"{hub}:", f"{hub};")).rowcount
 
     # --- for the MQTT link ------------------------------------------------------------------
 
@@ -531,6 +640,20 @@ class Store:
             (since, max_alerts, not_pending_for))
         return [(r["seq"], r["type"]) for r in rows]
 
+    def note_mesh_frame(self, node: int, tag: bytes, time: int, window: float) -> None:
+        """Remember an authentic frame heard from radio node ``node`` (its tag and time), and
+        forget that node's frames more than ``window`` seconds older than its newest."""
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO mesh_seen(node, tag, time) VALUES (?,?,?)", (node, tag, time))
+            conn.execute("DELETE FROM mesh_seen WHERE node = ? AND time < (SELECT max(time) FROM mesh_seen "
+                         "WHERE node = ?) - ?", (node, node, window))
+
+    def mesh_frames_seen(self) -> list[tuple[int, bytes, int]]:
+        """(node, tag, time) of every frame remembered by ``note_mesh_frame``, oldest first."""
+        with self._lock:
+            return [(r[0], bytes(r[1]), r[2]) for r in
+                    self._conn.execute("SELECT node, tag, time FROM mesh_seen ORDER BY time").fetchall()]
+
     # --- accounts (users) and the web page --------------------------------------------------
 
     def add_user(self, name: str, role: str, password_hash: str) -> bool:
@@ -552,9 +675,17 @@ class Store:
             return conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 1
 
     def get_user(self, name: str) -> dict[str, Any] | None:
-        """An account's name, role, password_hash and created_at, or None."""
-        rows = self.query("SELECT name, role, password_hash, created_at FROM users WHERE name = ?", (name,))
+        """An account's name, role, password_hash, created_at and session_epoch, or None."""
+        rows = self.query("SELECT name, role, password_hash, created_at, session_epoch FROM users "
+                          "WHERE name = ?", (name,))
         return rows[0] if rows else None
+
+    def bump_session_epoch(self, name: str) -> bool:
+        """Move an account's session epoch (every page session of it ends); False if there is
+        no such account."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE name = ?",
+                                (name,)).rowcount == 1
 
     def users(self) -> list[dict[str, Any]]:
         """Every account's name, role and created_at (no hashes), by name."""

@@ -40,7 +40,7 @@ class Writer(Protocol):
     def write_event(self, type: str, actor: str, alert_id: str | None, data: dict[str, Any], *,
                     when: float | None = None, clock_synced: bool | None = None) -> Committed: ...
 
-    def write_heard(self, envelope: dict[str, Any], via: str,
+    def write_heard(self, envelope: dict[str, Any], via: str, trust: str,
                     relay_to: tuple[str, ...] = ()) -> Committed | None: ...
 
 
@@ -123,6 +123,7 @@ class HeldHeard:
 
     envelope: dict[str, Any]
     via: str
+    trust: str
     relay_to: tuple[str, ...] = ()
     number: int = 0
     droppable: ClassVar[bool] = True
@@ -139,7 +140,7 @@ class HeldHeard:
         self.number = number
 
     def write(self, writer: Writer, now_mono: float) -> Written:
-        return Written(writer.write_heard(self.envelope, self.via, self.relay_to))
+        return Written(writer.write_heard(self.envelope, self.via, self.trust, self.relay_to))
 
     def describe(self) -> dict[str, Any]:
         return {"type": self.type, "time": self.envelope["time"],
@@ -187,7 +188,8 @@ class UnsavedQueue:
         ``on_written`` is called for each item as it commits, so the caller knows what
         was written even when a later item fails.  Raises the store's
         ``OperationalError`` if it still refuses (the rest stay held); an item refused for
-        itself (any other ``sqlite3.Error``: retrying cannot help) is logged and dropped."""
+        itself (any other ``sqlite3.Error``, or a heard event ``hubd.ingest`` refuses:
+        retrying cannot help) is logged and dropped."""
         while True:
             with self._lock:
                 if not self._items:
@@ -197,7 +199,7 @@ class UnsavedQueue:
                 result = item.write(writer, self._clock.monotonic())
             except sqlite3.OperationalError:
                 raise
-            except sqlite3.Error:
+            except (sqlite3.Error, ValueError):
                 log.exception("store: could not write unsaved %s from %s; dropped", item.type,
                               item.describe()["actor"])
                 self._remove(item)

@@ -65,11 +65,17 @@ class Users:
 
     def session_epoch(self, name: str) -> tuple[str, str] | None:
         """(role, session epoch) of a user, or None if there is none.  The epoch is a
-        fingerprint of the password hash: a new password ends the user's page sessions."""
+        fingerprint of the password hash and a counter in the store: a new password, or
+        ``end_sessions`` (a logout), ends every page session of the user."""
         user = self.store.get_user(name)
         if user is None:
             return None
-        return user["role"], hashlib.sha256(user["password_hash"].encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(user["password_hash"].encode()).hexdigest()[:16]
+        return user["role"], f"{fingerprint}.{user['session_epoch']}"
+
+    def end_sessions(self, name: str) -> None:
+        """End every page session of a user (on the server: their cookies stop working)."""
+        self.store.bump_session_epoch(name)
 
     def list(self) -> list[dict[str, Any]]:
         return self.store.users()

@@ -46,6 +46,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubd.private import private_dir
+
 VERSION = 1
 TAG_LEN = 8
 MAX_ORIGIN = 16
@@ -178,8 +180,10 @@ def write_key(path: Path, key: bytes | None = None) -> bytes:
     """Write a network key file (hex, mode 0600; a new random key unless ``key`` is given)
     and return the key."""
     key = key or secrets.token_bytes(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if not path.parent.exists():
+        private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
     return key
@@ -313,8 +317,12 @@ class ReplayWindow:
     refused when its exact bytes were heard already, or when its time is more than
     ``window`` seconds older than the newest from the same node.  A node unheard for
     ``forget_after`` seconds (of this hub's monotonic clock) is forgotten, so that a
-    neighbour whose clock was set back recovers within that time.  Alerts heard
-    before a restart stay deduplicated by their event ids in the store.
+    neighbour whose clock was set back recovers within that time.
+
+    The window survives restarts: the link keeps what it records (``restore`` puts it
+    back), and refuses by this hub's clock, when it is synchronised, any frame sent
+    before its store's retention (an event that old may have been pruned, so its id no
+    longer deduplicates it).
     """
 
     def __init__(self, window: float = 600.0, forget_after: float = 3600.0):
@@ -322,6 +330,12 @@ class ReplayWindow:
         self.forget_after = forget_after
         self._newest: dict[int, tuple[int, float]] = {}  # node -> (newest time, monotonic when)
         self._seen: dict[int, dict[bytes, int]] = {}  # node -> {tag: frame time}
+
+    def restore(self, node: int, frame_time: int, tag: bytes, now: float) -> None:
+        """Record a frame heard before this window existed (before a restart)."""
+        newest = self._newest.get(node)
+        self._newest[node] = (frame_time if newest is None else max(frame_time, newest[0]), now)
+        self._seen.setdefault(node, {})[tag] = frame_time
 
     def check(self, node: int, frame_time: int, tag: bytes, now: float) -> None:
         """Raise FrameReplayError, or record the frame as heard."""

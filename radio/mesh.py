@@ -30,6 +30,7 @@ import logging
 import queue
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -42,8 +43,9 @@ from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.commands import CommandProcessor
 from hubd.config import Config
 from hubd.eventlog import MESH_EVENT_TYPES, PRIORITY_ALERT
+from hubd.ingest import ATTESTED, RemoteRefused
 from hubd.lifecycle import Hub
-from hubd.model import Event
+from hubd.model import SEVERITY, AlertKind, Event
 from hubd.radio import frames
 from hubd.radio.frames import EVENT_TYPE, FRAME_TYPE, STATE, Frame, FrameError, FrameType
 from hubd.radio.mesh_airtime import AirtimeBudget, packet_airtime
@@ -58,6 +60,8 @@ BROADCAST = "^all"
 MAX_IN_FLIGHT = 4
 CALL_TIMEOUT = 10.0
 _ACK_RE = re.compile(r"^\s*ACK\s+(?:([A-Za-z0-9_-]{1,24})[:\s])?\s*(\d{1,8})\s*[.!]?\s*$", re.IGNORECASE)
+#: An address that is not one node (Meshtastic's broadcast).
+BROADCAST_NUM = 0xFFFFFFFF
 
 Identity = tuple[str, int, int, int]
 
@@ -110,6 +114,8 @@ class MeshLink:
         self.processor = processor
         self.clock = clock
         self.hub_id = config.hub.id
+        #: What marshals type to name this hub: "ACK <code> <n>".
+        self.code = self.cfg.code or self.hub_id
         self.has_uplink = config.mqtt is not None
         self.gateway = config.mqtt is not None and self.cfg.uplink
         self.key: bytes = b""
@@ -118,6 +124,8 @@ class MeshLink:
         self.neighbours: dict[int, Neighbour] = {}
         self.counters: Counter[str] = Counter()
         self.replay = frames.ReplayWindow(self.cfg.replay_window)
+        for node, tag, frame_time in hub.store.mesh_frames_seen():  # the window survives restarts
+            self.replay.restore(node, frame_time, tag, clock.monotonic())
         self.budget = AirtimeBudget(self.cfg.duty_cycle, clock=clock.monotonic)
         self.radio: Radio | None = None
         self.state = "stopped"
@@ -366,6 +374,21 @@ class MeshLink:
             except Exception:
                 log.exception("mesh: handling a packet failed")
 
+    def _remember(self, sender: int, tag: bytes, frame_time: int) -> None:
+        """Keep the replay window in the store, so that it holds across restarts. A store that
+        refuses the write (a full SD card) costs that only: the frame is still heard."""
+        try:
+            self.hub.store.note_mesh_frame(sender, tag, frame_time, self.cfg.replay_window)
+        except sqlite3.Error as e:
+            self.counters["replay_window_unsaved"] += 1
+            log.warning("mesh: could not keep frame %s of !%08x in the store: %s", tag.hex(), sender, e)
+
+    def oldest_news(self) -> float:
+        """Frames sent before this time are refused (while this hub's clock is synchronised):
+        the events they carry may be pruned from the store already, so their ids no longer
+        deduplicate them. A neighbour's clock may be off by up to the retention, less a window."""
+        return self.clock.time() - self.config.store.retention_days * 86400 + self.cfg.replay_window
+
     def _on_packet(self, packet: dict[str, Any]) -> None:
         raw = packet.get("raw")
         if raw is None or not raw.HasField("decoded"):
@@ -386,7 +409,12 @@ class MeshLink:
         self.counters["frames_heard"] += 1
         try:
             frame = frames.decode(data, self.key, sender)
-            self.replay.check(sender, frame.time, data[-frames.TAG_LEN:], self.clock.monotonic())
+            if frame.time < self.oldest_news() and self.hub.clock_synced():
+                raise frames.FrameReplayError(f"sent {self.clock.time() - frame.time:.0f} s ago, before this "
+                                              "hub's retention: a replay (its event may be pruned here)")
+            tag = data[-frames.TAG_LEN:]
+            self.replay.check(sender, frame.time, tag, self.clock.monotonic())
+            self._remember(sender, tag, frame.time)
         except FrameError as e:
             self.counters[f"refused_{e.reason}"] += 1
             self.last_error = f"refused {e.reason} frame from {node_id}: {e}"
@@ -412,7 +440,11 @@ class MeshLink:
             return
         envelope = self._envelope(frame, sender, hops, raw)
         relay = ("mesh",) + (("mqtt",) if self.gateway and not frame.uplink else ())
-        new = self.hub.ingest_remote(envelope, via="mesh", relay_to=relay)
+        try:
+            new = self.hub.ingest_remote(envelope, via="mesh", trust=ATTESTED, relay_to=relay)
+        except RemoteRefused:
+            self.counters["refused_stored"] += 1
+            return
         if new:
             self.counters["alerts_heard"] += 1
             log.info("mesh: heard %s %s from %s (via %s, %d hops)%s", envelope["type"],
@@ -480,15 +512,18 @@ class MeshLink:
             data["outcome"] = frame.outcome
         data["mesh"] = {"node": f"!{sender:08x}", "hops": hops, "snr": raw.rx_snr or None,
                         "rssi": raw.rx_rssi or None, "uplink": frame.uplink, "relayed_by": relayed_by}
-        return contract.event_envelope(
+        envelope = contract.event_envelope_v2(
             id=event_id(frame), type=EVENT_TYPE[frame.type], time=event_time, ward=self.config.hub.ward,
             hub=frame.origin, actor="mesh", data=data, alert={
                 "id": alert_id, "hub": frame.origin, "seq": frame.seq, "kind": frame.kind,
                 "source": "mesh", "zone": frame.zone, "state": STATE[frame.type],
                 "outcome": frame.outcome if frame.type == FrameType.RESOLVED else None,
                 "level": frame.level, "silent": frame.silent, "raised_at": raised_at,
-                "updated_at": event_time, "remote": True, "relayed_by": relayed_by, "extra": {},
+                "updated_at": event_time, "severity": SEVERITY[AlertKind(frame.kind)],
             })
+        # No room in a frame for the origin's signature: this hub vouches that it rebuilt the
+        # envelope from an authentic frame (ward-attested; it can raise an alarm, never lower one).
+        return {**self.hub.signer.attest(envelope), "path": "mesh"}
 
     def _on_response(self, packet: dict[str, Any]) -> None:
         decoded = packet.get("decoded") or {}
@@ -511,6 +546,11 @@ class MeshLink:
     # --- marshals -------------------------------------------------------------------------
 
     def _on_text(self, raw: Any) -> None:
+        """A marshal's acknowledgement: "ACK <code> <n>" (or "ACK <n>" as a reply to this hub's
+        own alert text), from a node of ``mesh.marshals``, as a public-key (PKI) direct message
+        to this hub's radio: the firmware (2.5 and later) sets ``pki_encrypted`` only when the
+        sender's own key decrypted it, while a channel text's ``from`` is anyone's to set
+        (advisory GHSA-377p-prwp-4hwf). Channel text counts only with ``marshal_channel_text``."""
         sender = getattr(raw, "from")
         node_id = f"!{sender:08x}"
         try:
@@ -523,45 +563,55 @@ class MeshLink:
             self.counters["texts_ignored"] += 1
             log.info("mesh: ignored text from %s: %r", node_id, text[:80])
             return
-        hub_part, seq = m.group(1), int(m.group(2))
-        if hub_part and hub_part != self.hub_id:
-            log.info("mesh: text %r from %s is for hub %s, not this one", text[:40], node_id, hub_part)
+        code, seq = m.group(1), int(m.group(2))
+        if code and code.lower() != self.code.lower():
+            log.info("mesh: text %r from %s is for hub %s, not this one (%s)", text[:40], node_id, code,
+                     self.code)
             return
         reply_to = raw.decoded.reply_id
-        if reply_to and self._texts.get(reply_to, seq) != seq:
-            log.info("mesh: ignored %r from %s: a reply to another message", text[:40], node_id)
-            return
-        if reply_to and reply_to not in self._texts and not hub_part:
-            log.info("mesh: ignored %r from %s: a reply to a message this hub did not send", text[:40],
-                     node_id)
+        if not code and self._texts.get(reply_to) != seq:
+            # "ACK 12" alone names no hub: alert 12 of every hub that lists this marshal would do.
+            self.counters["marshal_ambiguous"] += 1
+            log.warning("mesh: ignored %r from %s: it names no hub (reply 'ACK %s %d', or reply to this "
+                        "hub's alert text)", text[:40], node_id, self.code, seq)
             return
         if node_id not in self.cfg.marshals:
             self.counters["texts_ignored"] += 1
             log.warning("mesh: ignored %r from %s: not in mesh.marshals", text[:40], node_id)
             return
+        radio = self.radio
+        private = radio is not None and raw.to == radio.node_num and bool(getattr(raw, "pki_encrypted",
+                                                                                  False))
+        if not private and not self.cfg.marshal_channel_text:
+            self.counters["marshal_unauthenticated"] += 1
+            log.warning("mesh: ignored %r 'from' marshal %s: not a public-key direct message to this hub, so "
+                        "anyone with the channel key could have sent it (mesh.marshal_channel_text = true "
+                        "accepts such, knowing this)", text[:40], node_id)
+            return
         alert_id = contract.alert_id(self.hub_id, seq)
         alert = self.hub.store.get_alert(alert_id)
         if alert is None or alert.remote:
-            log.info("mesh: %r from marshal %s: no alert %s here (another hub's?)", text[:40], node_id,
-                     alert_id)
+            log.info("mesh: %r from marshal %s: no alert %s here", text[:40], node_id, alert_id)
             return
         reply = self.processor.execute({"cmd": "ack", "alert": alert_id}, actor=f"marshal:{node_id}")
         self.counters["marshal_acks" if reply["ok"] else "marshal_refused"] += 1
         answer = f"ACK {seq} OK" if reply["ok"] else f"ACK {seq}: {reply['error']['message']}"[:120]
-        log.info("mesh: marshal %s: %r -> %s", node_id, text[:40], answer)
-        self._send_text(answer, destination=sender)
+        log.info("mesh: marshal %s (%s): %r -> %s", node_id, "public-key DM" if private else "channel text",
+                 text[:40], answer)
+        self._send_text(answer, destination=sender, private=private)
 
     def _marshal_text(self, alert: dict[str, Any], ftype: FrameType) -> str:
         seq = alert["seq"]
         when = time.strftime("%H:%M", time.localtime(alert.get("raised_at") or self.clock.time()))
         head = "ALERT" if ftype == FrameType.RAISED else f"ALERT L{alert.get('level', 0)}"
         zone = (alert.get("zone") or "")[:40]
-        return f"{head} {seq} {str(alert['kind']).upper()} {zone} {when} — reply ACK {seq}".replace("  ", " ")
+        return (f"{head} {seq} {str(alert['kind']).upper()} {zone} {when} — reply ACK {self.code} {seq}"
+                .replace("  ", " "))
 
-    def _send_text(self, text: str, destination: Any = BROADCAST) -> int | None:
+    def _send_text(self, text: str, destination: Any = BROADCAST, *, private: bool = False) -> int | None:
         if self.radio is None:
             return None
-        pkt = self._transmit(text, "text", destination=destination)
+        pkt = self._transmit(text, "text", destination=destination, private=private)
         if pkt is None:
             log.warning("mesh: airtime budget spent; marshal text not sent: %r", text)
             return None
@@ -583,7 +633,7 @@ class MeshLink:
              "beacon": "beacons_sent", "text": "texts_sent"}
 
     def _transmit(self, payload: Frame | str, traffic: str, *, destination: Any = BROADCAST,
-                  want_ack: bool = False) -> Any | None:
+                  want_ack: bool = False, private: bool = False) -> Any | None:
         """Send one packet, if the airtime budget allows ``traffic`` (an ``AirtimeBudget``
         class): a frame on the ward's port, or a text to the marshals.  Returns the
         packet sent, or None when the budget says wait.
@@ -601,6 +651,8 @@ class MeshLink:
         ack: dict[str, Any] = {}
         if want_ack:
             ack = {"onResponse": self._make_response_handler(radio.iface), "onResponseAckPermitted": True}
+        if private:  # a public-key direct message (to a marshal who wrote one)
+            ack["pkiEncrypted"] = True
         pkt = radio.call(lambda i: i.sendData(data, destinationId=destination, portNum=port, wantAck=want_ack,
                                               channelIndex=self.cfg.channel_index, **ack), CALL_TIMEOUT)
         self.budget.spend(air)

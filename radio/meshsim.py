@@ -22,7 +22,11 @@ Firmware behaviour reproduced (the parts a hub depends on):
   ``drop_client()`` (the TCP connection breaks), ``freeze()`` (a hung radio that
   keeps the connection open and says nothing).
 
-Not modelled: collisions and channel busy time, encryption, routing of directed
+* public-key direct messages: a client's direct message sent with ``pkiEncrypted`` arrives
+  marked ``pki_encrypted`` (the receiving firmware's word that the sender's key decrypted it);
+  a broadcast never is, nor anything injected (a forger has no sender's key).
+
+Not modelled: collisions and channel busy time, encryption itself, routing of directed
 packets other than by flooding, the node database beyond the node itself.
 """
 
@@ -263,8 +267,13 @@ class SimNode:
                 self._send_config(client, request)
 
     def inject(self, packet: mesh_pb2.MeshPacket, quality: LinkQuality | None = None) -> None:
-        """Hear ``packet`` exactly as given (an attacker's transmitter can forge any header)."""
-        self.hear(packet.SerializeToString(), quality or LinkQuality())
+        """Hear ``packet`` exactly as given (an attacker's transmitter can forge any header), except
+        ``pki_encrypted``: that is the receiving firmware's word that the sender's own key
+        decrypted the packet, which no forged transmission earns."""
+        forged = mesh_pb2.MeshPacket()
+        forged.CopyFrom(packet)
+        forged.pki_encrypted = False
+        self.hear(forged.SerializeToString(), quality or LinkQuality())
 
     def has_heard(self, sender: int, packet_id: int) -> bool:
         """Whether this node has heard (or sent) a packet, client connected or not."""
@@ -390,6 +399,9 @@ class SimNode:
         if not p.hop_limit:
             p.hop_limit = 0
         p.hop_start = p.hop_limit
+        # Public-key encryption (firmware 2.5+) is for direct messages only: the receiving radio
+        # decrypts with this node's key and says so (pki_encrypted), which the sim carries along.
+        p.pki_encrypted = p.pki_encrypted and p.to not in (BROADCAST, self.num)
         self.sent.append(p)
         client.send(self._queue_status(p.id), control=True)
         if p.to == self.num:

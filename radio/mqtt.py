@@ -1,5 +1,13 @@
 """The MQTT link: the durable outbox to the centre, commands in, neighbours' events in.
 
+It speaks contract version 2 (docs/mqtt-contract.md): the envelopes it publishes are the
+store's, signed by this hub when they were written (or, relayed, by their origin, or attested
+by this hub for what it heard on the mesh); its status, Last Will and command replies are
+signed too. What it takes in is read within the contract's bounds and believed only under a
+signature: a neighbour's event under its origin's key from ``[trust] hubs`` (at most
+``neighbour_rate`` a second), a command under ``[trust] centre``, fresh and never seen
+before. Everything refused is counted (``status()["refused"]``) and logged.
+
 Delivery is at least once and in order: a row of the SQLite outbox is published at QoS 1
 and marked delivered only when the broker's PUBACK for every message of that row has
 arrived with a success reason code.  paho keeps unacknowledged messages in memory only,
@@ -26,6 +34,7 @@ import logging
 import random
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +48,9 @@ from hubd import contract
 from hubd.clock import SYSTEM_CLOCK, Clock
 from hubd.commands import CommandProcessor
 from hubd.config import Config
-from hubd.contract import MAX_COMMAND_BYTES, MQTT_COMMANDS, Topics, parse_topic
+from hubd.contract import ContractError, Topics, parse_topic
+from hubd.identity import TrustedKeys
+from hubd.ingest import RemoteRefused
 from hubd.lifecycle import Hub
 from hubd.model import Event
 from hubd.radio.cap import CapOutput
@@ -54,27 +65,57 @@ log = logging.getLogger("hubd.mqtt")
 DESTINATION = "mqtt"
 
 
+#: The topic root when none is configured (contract version 2's).
+DEFAULT_ROOT = "safercom/v2"
+#: The fields of a version 2 command that are its envelope, not the command path's arguments.
+_COMMAND_ENVELOPE = ("v", "hub", "time", "by", "sig")
+#: An error message in a reply is cut to this (reply-v2 allows 1024 characters).
+MAX_MESSAGE = 1000
+
+
 def topics_for(config: Config) -> Topics:
     """This hub's topics, under the configured root."""
-    root = config.mqtt.root.strip("/") if config.mqtt else "safercom/v1"
+    root = config.mqtt.root.strip("/") if config.mqtt else DEFAULT_ROOT
     return Topics(root, config.hub.ward, config.hub.id)
 
 
-def status_message(status: dict[str, Any], now: float) -> dict[str, Any]:
-    """The retained status payload from ``Hub.status()`` at ``now``."""
-    return contract.status_payload(
-        hub=status["hub"], ward=status["ward"], time=now, name=status.get("name", ""),
-        version=status["version"], uptime=status["uptime"], clock_synced=status["clock_synced"],
-        components=status["components"], outbox=status["outbox"],
-        open_alerts=sum(1 for a in status["open_alerts"] if not a.get("remote")),
+def status_message(status: dict[str, Any], *, seq: int, now: float, report_every: float,
+                   connected_at: float) -> dict[str, Any]:
+    """The retained status payload (contract version 2, unsigned) from ``Hub.status()`` at ``now``."""
+    return contract.status_payload_v2(
+        hub=status["hub"], ward=status["ward"], seq=seq, time=now, report_every=report_every,
+        connected_at=connected_at, name=status.get("name", ""), version=status["version"],
+        uptime=status["uptime"], clock_synced=status["clock_synced"],
+        components={k: {f: v[f] for f in ("status", "reason", "since") if f in v}
+                    for k, v in status["components"].items()},
+        outbox=status["outbox"], open_alerts=sum(1 for a in status["open_alerts"] if not a.get("remote")),
         power=status["links"].get("power"), tamper=status["links"].get("tamper"))
 
 
-def stopped_message(status: dict[str, Any], now: float) -> dict[str, Any]:
-    """The retained 'offline, stopped' payload at ``now``, with the power and tamper of
-    ``Hub.status()`` (power state ``shutting_down``: the hub powered itself down)."""
-    return contract.offline_payload(status["ward"], status["hub"], "stopped", now,
-                                    power=status["links"].get("power"), tamper=status["links"].get("tamper"))
+def stopped_message(status: dict[str, Any], *, seq: int, now: float, connected_at: float) -> dict[str, Any]:
+    """The retained 'offline, stopped' payload (unsigned) at ``now``, with the power and tamper
+    of ``Hub.status()`` (power state ``shutting_down``: the hub powered itself down)."""
+    return contract.stopped_payload_v2(hub=status["hub"], ward=status["ward"], seq=seq, time=now,
+                                       connected_at=connected_at, power=status["links"].get("power"),
+                                       tamper=status["links"].get("tamper"))
+
+
+class RateLimit:
+    """A token bucket per sender: ``rate`` a second on average, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # sender -> (tokens, when)
+
+    def allow(self, sender: str) -> bool:
+        now = self.clock()
+        tokens, when = self._buckets.get(sender, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - when) * self.rate)
+        if tokens < 1.0:
+            self._buckets[sender] = (tokens, now)
+            return False
+        self._buckets[sender] = (tokens - 1.0, now)
+        return True
 
 
 class _Client(mqtt.Client):
@@ -154,8 +195,9 @@ class MqttLink:
     #: Reconnection backoff: the n-th failed attempt waits about min(MAX, MIN * 2**n), jittered.
     RECONNECT_MIN = 0.5
     RECONNECT_MAX = 15.0
-    #: Re-publish the retained status this often (uptime, health, queue depth).
-    STATUS_INTERVAL = 60.0
+    #: Re-publish the retained status this often (uptime, health, queue depth): the contract's
+    #: ``report_every``, by which the centre supervises the path.
+    STATUS_INTERVAL = float(contract.DEFAULT_REPORT_EVERY)
     #: A session the broker keeps for us across drops (MQTT v5 Session Expiry Interval).
     SESSION_EXPIRY = 7 * 24 * 3600
     #: A refused row is retried after min(MAX, MIN * 2**attempts) seconds.
@@ -176,6 +218,8 @@ class MqttLink:
         self.hub = hub
         self.store = hub.store
         self.processor = processor
+        self.signer = hub.signer
+        self.trusted = TrustedKeys(config)
         self.clock = clock
         self.topics = topics_for(config)
         self.hub_id = config.hub.id
@@ -193,6 +237,12 @@ class MqttLink:
         self._filling = threading.Lock()  # one filler at a time, so rows leave in order
         self._threads: list[threading.Thread] = []
         self._neighbours: dict[str, dict[str, Any]] = {}
+        self._rate = RateLimit(self.cfg.neighbour_rate, self.cfg.neighbour_burst, clock.monotonic)
+        #: What was refused, by the contract's error code (and ``rate``, ``own``, ``not_stored``).
+        self.refused: Counter[str] = Counter()
+        #: When the current (or last) connection was made: its status and Will say so.
+        self.connected_at = 0.0
+        self._status_seq = self._status_ceiling = 0
         self.published = 0
         self.connects = 0
         self.last_error = ""
@@ -215,7 +265,9 @@ class MqttLink:
         """Say 'offline, stopped' on the status topic (so the Will is not needed) and disconnect."""
         if self._move(LinkState.CLOSING, only_from=UP) in UP:
             try:
-                info = self._publish(self.topics.status, contract.dumps(self._stopped_payload()), retain=True)
+                info = self._publish(self.topics.status,
+                                     contract.dumps(self.signer.sign("status", self._stopped_payload())),
+                                     retain=True)
                 deadline = self.clock.monotonic() + min(2.0, timeout)
                 while info is not None and not info.is_published() and self.clock.monotonic() < deadline:
                     if self._wait_for(lambda: self.state is not LinkState.CLOSING, 0.02):
@@ -236,11 +288,14 @@ class MqttLink:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def _stopped_payload(self) -> dict[str, Any]:
+        seq = self._next_status_seq()  # if even this fails, the Will says offline
+        now = self.clock.time()
         try:
-            return stopped_message(self.hub.status(), self.clock.time())
+            return stopped_message(self.hub.status(), seq=seq, now=now, connected_at=self.connected_at)
         except Exception:  # the store may be what failed: say "stopped" all the same
             log.exception("cannot read the status for the stopped status")
-            return contract.offline_payload(self.config.hub.ward, self.hub_id, "stopped", self.clock.time())
+            return contract.stopped_payload_v2(hub=self.hub_id, ward=self.config.hub.ward, seq=seq, time=now,
+                                               connected_at=self.connected_at)
 
     def publish_status(self) -> None:
         """Publish the retained status now, if connected (the power supervisor's last status)."""
@@ -257,7 +312,7 @@ class MqttLink:
             "connected_since": self.connected_since, "connects": self.connects,
             "last_error": self.last_error, "inflight": self.inflight.in_flight(), "published": self.published,
             "outbox_depth": stats["depth"], "outbox_oldest_age": stats["oldest_age"],
-            "neighbours": dict(self._neighbours),
+            "neighbours": dict(self._neighbours), "refused": dict(self.refused),
         }
 
     # --- the state ------------------------------------------------------------------------
@@ -303,8 +358,6 @@ class MqttLink:
             client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
                            keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED,
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.will_set(self.topics.status, contract.dumps(contract.offline_payload(
-            self.config.hub.ward, self.hub_id, "connection lost")), qos=1, retain=True)
         # Without paho's own thread, publish() from any thread would write to the socket
         # unguarded, and two writers reorder (or interleave) packets; with this hook it only
         # queues and wakes the loop through paho's socket pair.  Writes happen in
@@ -324,6 +377,7 @@ class MqttLink:
         attempt = 0
         while self.state is LinkState.CONNECTING:
             connects_before = self.connects
+            self._set_will()
             try:
                 props = None
                 if self.v5:
@@ -351,6 +405,15 @@ class MqttLink:
                 break
             attempt = 1 if self.connects > connects_before else attempt + 1
             self._wait_for(lambda: self.state is not LinkState.CONNECTING, self._backoff(attempt))
+
+    def _set_will(self) -> None:
+        """The Last Will of the connection about to be made, signed now: it names the time of
+        this connection, so a replayed Will of an older one is known for what it is."""
+        self.connected_at = self.clock.time()
+        will = contract.will_payload_v2(hub=self.hub_id, ward=self.config.hub.ward,
+                                        connected_at=self.connected_at)
+        self.client.will_set(self.topics.status, contract.dumps(self.signer.sign("status", will)), qos=1,
+                             retain=True)
 
     def _note_error(self, message: str) -> None:
         if message != self.last_error:
@@ -429,9 +492,23 @@ class MqttLink:
         if self.inflight.acked(mid, str(reason) if reason.is_failure else None):
             self._wake.set()
 
+    #: Status numbers are taken from the store this many at a time (one write per hundred).
+    STATUS_SEQ_BLOCK = 100
+
+    def _next_status_seq(self) -> int:
+        """The next status number, never used before (``<hub>:s<seq>``, confirmed by receipts)."""
+        with self._state_changed:
+            if self._status_seq >= self._status_ceiling:
+                self._status_ceiling = self.store.reserve("status_seq", self.STATUS_SEQ_BLOCK)
+                self._status_seq = self._status_ceiling - self.STATUS_SEQ_BLOCK
+            self._status_seq += 1
+            return self._status_seq
+
     def _publish_status(self) -> None:
         try:
-            payload = status_message(self.hub.status(), self.clock.time())
+            payload = self.signer.sign("status", status_message(
+                self.hub.status(), seq=self._next_status_seq(), now=self.clock.time(),
+                report_every=self.STATUS_INTERVAL, connected_at=self.connected_at))
         except Exception:
             log.exception("cannot build the status")
             return
@@ -590,86 +667,129 @@ class MqttLink:
             log.exception("failed to handle a message on %s", msg.topic)
 
     def _on_command(self, msg: mqtt.MQTTMessage) -> None:
+        """A command: executed only when the centre signed it, for this hub, fresh and never seen
+        before (``contract.check_command``); anything else gets a signed error reply and changes
+        nothing. The reply goes to this hub's own reply topic only."""
         props = msg.properties if self.v5 else None
-        reply_to = getattr(props, "ResponseTopic", None) or self.topics.reply
-        correlation = getattr(props, "CorrelationData", None)
-        command_id: str | None = None
-        reply: dict[str, Any]
-        request: Any = None
-        if len(msg.payload) > MAX_COMMAND_BYTES:
-            reply = contract.error_reply(self.hub_id, None, "too_large",
-                                         f"command of {len(msg.payload)} bytes refused; at most "
-                                         f"{MAX_COMMAND_BYTES} bytes")
-        else:
-            try:
-                request = json.loads(msg.payload.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                reply = contract.error_reply(self.hub_id, None, "bad_json", f"not valid UTF-8 JSON: {e}")
-            else:
-                if isinstance(request, dict) and isinstance(request.get("id"), str):
-                    command_id = request["id"]
-                reply = self._command_reply(request, command_id)
-        if not reply["ok"] and reply["error"]["code"] in ("too_large", "bad_json", "bad_request",
-                                                          "unknown_command"):
-            log.warning("refused MQTT command on %s: %s", msg.topic, reply["error"]["message"])
+        asked_to = getattr(props, "ResponseTopic", None)
+        if asked_to and asked_to != self.topics.reply:
+            log.warning("a command asked for its reply on %r; it goes to %s (the only topic this hub "
+                        "replies on)", str(asked_to)[:120], self.topics.reply)
+        payload = bytes(msg.payload)
+        try:
+            reply = self._command_reply(payload)
+        except Exception as e:  # whatever a command does, it gets an answer
+            log.exception("command failed")
+            reply = contract.error_reply_v2(hub=self.hub_id, command_id=_command_id(payload),
+                                            time=self.clock.time(), code="internal",
+                                            message=f"{type(e).__name__}: {e}"[:MAX_MESSAGE])
         out_props = None
+        correlation = getattr(props, "CorrelationData", None)
         if self.v5 and correlation is not None:
             out_props = Properties(PacketTypes.PUBLISH)
             out_props.CorrelationData = correlation
-        self._publish(reply_to, contract.dumps(reply), properties=out_props)
+        self._publish(self.topics.reply, contract.dumps(self.signer.sign("reply", reply)),
+                      properties=out_props)
 
-    def _command_reply(self, request: Any, command_id: str | None) -> dict[str, Any]:
-        hub = self.hub_id
-        if not isinstance(request, dict):
-            return contract.error_reply(hub, None, "bad_request",
-                                        f"a command must be a JSON object, got {type(request).__name__}")
-        if command_id is None or not 1 <= len(command_id) <= 128:
-            return contract.error_reply(hub, None, "bad_request",
-                                        "missing 'id': every command needs a unique string id (1-128 chars)")
-        name = request.get("cmd")
-        if name not in MQTT_COMMANDS:
-            return contract.error_reply(hub, command_id, "unknown_command",
-                                        f"unknown command {name!r}; over MQTT expected one of "
-                                        + ", ".join(MQTT_COMMANDS))
-        previous = self.store.command_reply(command_id)
-        if previous is not None:
-            log.info("command %s repeated: answering, not applying", command_id)
-            return contract.reply_payload(hub, command_id, previous, repeated=True)
-        result = self.processor.execute(request, self.ACTOR)
-        self.store.save_command_reply(command_id, result)
-        return contract.reply_payload(hub, command_id, result)
+    def _command_reply(self, payload: bytes) -> dict[str, Any]:
+        """The (unsigned) reply to one command's bytes."""
+        now = self.clock.time()
+        command_id = _command_id(payload)
+        try:
+            command = contract.parse_untrusted(payload, "command-v2")
+            if self.trusted.centre is None:
+                raise ContractError("bad_signature", "this hub has no [trust] centre key: it takes no "
+                                    "commands over MQTT")
+            accepted = contract.check_command(
+                command, hub=self.hub_id, centre_key=self.trusted.centre, now=now,
+                clock_synced=self.hub.clock_synced(), seen=self.store.command_seen,
+                newest=self.store.newest_command(), window=self.config.trust.command_window)
+        except ContractError as e:
+            previous = self.store.command_reply(command_id) if e.code == "replayed" and command_id else None
+            if previous is not None:
+                log.info("command %s repeated: answering, not applying", command_id)
+                return contract.reply_payload_v2(hub=self.hub_id, command_id=command_id, time=now,
+                                                 reply=previous, repeated=True)
+            self.refused[f"command_{e.code}"] += 1
+            log.warning("refused an MQTT command (%s): %s", e.code, e.message[:300])
+            return contract.error_reply_v2(hub=self.hub_id, command_id=command_id, time=now, code=e.code,
+                                           message=e.message[:MAX_MESSAGE])
+        # Seen from now on, before it runs: a crash mid-way must not let a replay apply it twice.
+        self.store.note_command(accepted.id, accepted.time)
+        request = {k: v for k, v in accepted.command.items() if k not in _COMMAND_ENVELOPE}
+        by = str(accepted.command["by"])
+        result = self.processor.execute(request, f"{self.ACTOR}:{by}"[:128])
+        if not result["ok"]:
+            result["error"]["message"] = str(result["error"]["message"])[:MAX_MESSAGE]
+        self.store.save_command_reply(accepted.id, result)
+        return contract.reply_payload_v2(hub=self.hub_id, command_id=accepted.id, time=self.clock.time(),
+                                         reply=result, note=accepted.note)
 
     def _on_neighbour_event(self, neighbour: str, payload: bytes | bytearray) -> None:
-        try:
-            env = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            log.warning("neighbour %s sent an event that is not JSON: %s", neighbour, e)
-            return
-        errors = contract.problems("event", env)
-        if errors:
-            log.warning("neighbour %s sent an invalid event: %s", neighbour, "; ".join(errors[:3]))
-            return
-        if neighbour not in (env["hub"], env.get("relayed_by")) or env["hub"] == self.hub_id:
-            log.warning("event %s on %s's topic claims hub %s; ignored", env["id"], neighbour, env["hub"])
+        """An event on a neighbour's topic: stored only if its origin signed it (or a hub of
+        ``[trust] hubs`` attested it from the mesh), within the bounds and the rate."""
+        if not self._rate.allow(neighbour):
+            self._refuse("rate", neighbour, f"more than {self.cfg.neighbour_rate:g} events a second")
             return
         try:
-            new = self.hub.ingest_remote(env, via="mqtt")
-        except (KeyError, ValueError, TypeError) as e:
-            log.warning("neighbour %s event %s not stored: %s", neighbour, env["id"], e)
+            env = contract.parse_untrusted(bytes(payload), "event-v2")
+        except ContractError as e:
+            self._refuse(e.code, neighbour, e.message)
+            return
+        verdict = contract.check_envelope(env, self.trusted.hub)
+        if not verdict.accepted:
+            assert verdict.error is not None
+            self._refuse(verdict.error.code, neighbour,
+                         f"event {str(env.get('id'))[:80]}: {verdict.error.message}")
+            return
+        if verdict.origin == self.hub_id:
+            self.refused["own"] += 1  # our own event relayed back: we know it
+            return
+        try:
+            new = self.hub.ingest_remote(env, via="mqtt", trust=str(verdict.trust))
+        except RemoteRefused as e:
+            self._refuse("not_stored", neighbour, str(e))
             return
         if new and env["type"] == "alert.raised":
             alert = env.get("alert") or {}
-            log.warning("neighbour %s raised %s (%s, %s)", env["hub"], alert.get("id"), alert.get("kind"),
-                        alert.get("zone"))
+            log.warning("neighbour %s raised %s (%s, %s; %s)", env["hub"], alert.get("id"), alert.get("kind"),
+                        alert.get("zone"), verdict.trust)
             if self.cfg.chime_on_neighbour and not alert.get("silent"):
                 self.hub.chime(f"mqtt:{env['hub']}")
 
+    def _refuse(self, code: str, neighbour: str, why: str) -> None:
+        self.refused[code] += 1
+        n = self.refused[code]
+        if n <= 10 or n % 100 == 0:  # a flood must not flood the log too
+            log.warning("refused a message on %s's topic (%s, %d so far): %s", neighbour, code, n, why[:200])
+
     def _on_neighbour_status(self, neighbour: str, payload: bytes | bytearray) -> None:
         try:
-            status = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            status = contract.parse_untrusted(bytes(payload), "status-v2")
+            if status["hub"] != neighbour:
+                raise ContractError("wrong_origin", f"a status of {status['hub']} on {neighbour}'s topic")
+            contract.check_signed("status", status, self.trusted.hub)
+        except ContractError as e:
+            self._refuse(f"status_{e.code}", neighbour, e.message)
             return
-        if isinstance(status, dict) and not contract.problems("status", status):
-            self._neighbours[neighbour] = {"online": status["online"], "time": status.get("time"),
-                                           "heard_at": self.clock.time()}
+        self._neighbours[neighbour] = {"online": status["online"], "time": status.get("time"),
+                                       "heard_at": self.clock.time()}
 
+
+def _command_id(payload: bytes) -> str | None:
+    """The ``id`` of a command, read leniently so that even a refusal can name it (None when
+    it has none that a reply may carry)."""
+    if len(payload) > contract.BOUNDS["command-v2"].max_bytes:
+        return None
+    try:
+        value = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    command_id = value.get("id") if isinstance(value, dict) else None
+    if not isinstance(command_id, str) or not 1 <= len(command_id) <= 128:
+        return None
+    try:
+        command_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no signed reply could carry it
+        return None
+    return command_id

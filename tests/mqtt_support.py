@@ -120,6 +120,51 @@ class Centre:
         self.client.loop_stop()
 
 
+#: The centre's signing key in these tests (its public half is every test hub's [trust] centre).
+CENTRE_KEY = contract.generate_private_key()
+_HUB_KEYS: dict[str, Any] = {}
+
+
+def hub_key(hub_id: str) -> Any:
+    """The signing key of the test hub ``hub_id`` (the same in every test of this run)."""
+    if hub_id not in _HUB_KEYS:
+        _HUB_KEYS[hub_id] = contract.generate_private_key()
+    return _HUB_KEYS[hub_id]
+
+
+def trust_section(hubs: tuple[str, ...] | list[str] = (), *, centre: bool = True) -> str:
+    """``[trust]`` with the public keys of these test hubs and of the test centre."""
+    lines = ["[trust]"]
+    if centre:
+        lines.append(f'centre = "{contract.public_key_text(CENTRE_KEY)}"')
+    if hubs:
+        keys = ", ".join(f'"{h}" = "{contract.public_key_text(hub_key(h))}"' for h in hubs)
+        lines.append(f"hubs = {{ {keys} }}")
+    return "\n".join(lines) + "\n"
+
+
+def write_hub_key(state_dir: Path, hub_id: str) -> None:
+    """Put the test key of ``hub_id`` where ``hubd run`` looks for it."""
+    path = Path(state_dir) / "signing.key"
+    if not path.exists():
+        contract.save_private_key(hub_key(hub_id), path)
+
+
+def command(hub: str, cmd: str, *, id: str | None = None, by: str = "operator:test",
+            time: float | None = None, key: Any = None, **args: Any) -> bytes:
+    """A command of contract version 2, signed with the test centre's key (or ``key``)."""
+    import time as _time
+
+    payload = contract.command_payload_v2(id=id or uuid.uuid4().hex, cmd=cmd, hub=hub,
+                                          time=_time.time() if time is None else time, by=by, **args)
+    return contract.dumps(contract.sign("command", payload, key or CENTRE_KEY))
+
+
+def signed_event(hub: str, envelope: dict[str, Any]) -> bytes:
+    """``envelope`` signed by the test hub ``hub``."""
+    return contract.dumps(contract.sign("event", envelope, hub_key(hub)))
+
+
 def mqtt_section(port: int, **options: Any) -> str:
     lines = ["[mqtt]", 'host = "127.0.0.1"', f"port = {port}"]
     for k, v in options.items():
@@ -157,11 +202,15 @@ class LocalHub:
 
 
 def local_hub(tmp: Path, port: int, *, hub_id: str = "hub-1", sirens: bool = False, start: bool = True,
-              **mqtt_options: Any) -> LocalHub:
-    cfg_path = hub_config(tmp, hub_id=hub_id, web=False, extra=mqtt_section(port, **mqtt_options))
+              trusted: tuple[str, ...] | list[str] | None = None, **mqtt_options: Any) -> LocalHub:
+    """An in-process hub and its MQTT link. It signs with ``hub_key(hub_id)`` and believes the test
+    centre and the test hubs ``trusted`` (by default its neighbours)."""
+    trusted = mqtt_options.get("neighbours", ()) if trusted is None else trusted
+    cfg_path = hub_config(tmp, hub_id=hub_id, web=False,
+                          extra=mqtt_section(port, **mqtt_options) + trust_section(trusted))
     cfg = load_config(cfg_path)
     store = Store(cfg.store_path)
-    hub = Hub(cfg, store)
+    hub = Hub(cfg, store, key=hub_key(hub_id))
     sounders = []
     if sirens:
         from hubd.sensors.gpio import make_pin_factory

@@ -72,7 +72,7 @@ def test_only_this_hubs_alerts_get_snapshots(rig: Rig, takers) -> None:
                         "zone": "", "state": "raised", "outcome": None, "level": 0, "silent": False,
                         "raised_at": rig.clock(), "updated_at": rig.clock(), "remote": False,
                         "relayed_by": None, "extra": {}, "severity": 1}}
-    assert rig.hub.ingest_remote(remote, via="mqtt")
+    assert rig.hub.ingest_remote(remote, via="mqtt", trust="signed")
     local = rig.hub.raise_alert("gate", "panic")
     wait_for(lambda: taker.taken == 1, 20, message="local snapshot")
     assert [s["alert_id"] for s in rig.store.snapshots()] == [local.id]

@@ -218,3 +218,11 @@ def test_the_live_stream_carries_stored_events_and_alarms(centre: Centre, hubs: 
         assert alert["new"] is True and alert["alert"]["id"] == "hub-1:5"
     finally:
         server.stop()
+
+
+def test_a_logout_ends_every_session_of_the_account(app: Flask) -> None:
+    phone, _ = login(app, OPERATOR)
+    desk, csrf = login(app, OPERATOR)
+    assert phone.get("/api/alerts").status_code == 200
+    assert desk.post("/api/logout", headers=csrf).status_code in (200, 204)
+    assert phone.get("/api/alerts").status_code == 401, "the other session outlived the logout"

@@ -62,7 +62,8 @@ def test_held_items_are_numbered_and_a_held_alert_named_by_its_number() -> None:
     assert item.alert.id == "h1:unsaved-2"
     assert queue.held_alert("gate", "panic") is item
     assert queue.held_alert("gate", "fire") is None
-    queue.hold(HeldHeard({"id": "h9:e1", "type": "alert.raised", "time": 5.0}, via="mesh"))
+    queue.hold(HeldHeard({"id": "h9:e1", "type": "alert.raised", "time": 5.0}, via="mesh",
+                         trust="ward-attested"))
     assert queue.holds_heard("h9:e1") and not queue.holds_heard("h9:e2")
     assert queue.describe()[-1] == {"type": "alert.raised", "time": 5.0, "actor": "?"}
 
@@ -87,7 +88,8 @@ class FakeWriter:
                     **kw: Any) -> Any:
         return self._write(type)
 
-    def write_heard(self, envelope: dict[str, Any], via: str, relay_to: tuple[str, ...] = ()) -> Any:
+    def write_heard(self, envelope: dict[str, Any], via: str, trust: str,
+                    relay_to: tuple[str, ...] = ()) -> Any:
         return self._write(envelope["id"])
 
 
@@ -192,7 +194,7 @@ def test_listeners_hear_of_each_write_only_after_its_commit(tmp_path: Path) -> N
     hub.record("siren.test", actor="cli:x")
     hub.acknowledge(a.id, "cli:x")
     b = other.raise_alert("gate", "fire")
-    assert hub.ingest_remote(other_store.events(alert_id=b.id)[0]["envelope"], via="mqtt")
+    assert hub.ingest_remote(other_store.events(alert_id=b.id)[0]["envelope"], via="mqtt", trust="signed")
     assert heard == [("alert.raised", True), ("siren.test", True), ("alert.acknowledged", True),
                      ("alert.raised", True)]
 

@@ -169,7 +169,7 @@ def test_escalation_and_neighbour_events_wait_for_the_store(tmp_path: Path, tiny
                            "zone": "", "state": "raised", "outcome": None, "level": 0, "silent": False,
                            "raised_at": time.time(), "updated_at": time.time(), "remote": False,
                            "relayed_by": None, "extra": {}}}
-        assert hub.ingest_remote(heard, via="mesh") is True
+        assert hub.ingest_remote(heard, via="mesh", trust="ward-attested") is True
         filler.unlink()
         wait_for(lambda: store.get_alert(alert.id).level == 1, 20, message="escalation written")
         wait_for(lambda: hub.health["store"].status == "ok", 20, message="store ok")

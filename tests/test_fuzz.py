@@ -104,19 +104,21 @@ def test_network_keys_load_or_say_why_not(text: str | bytes) -> None:
         assert isinstance(key, bytes) and len(key) >= 16
 
 
-# --- MQTT: commands from the centre, events from neighbours ------------------------------------
+# --- MQTT: commands from the centre, events from neighbours (contract version 2) -----------------
 
 @pytest.fixture(scope="module")
 def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A hub's MQTT link, never connected: its handlers are called as paho would call them."""
-    from mqtt_support import mqtt_section
+    """A hub's MQTT link, never connected: its handlers are called as paho would call them. It
+    believes the test centre and the test hub hub-2."""
+    from mqtt_support import hub_key, mqtt_section, trust_section
 
     from hubd.radio.mqtt import MqttLink
 
     tmp = tmp_path_factory.mktemp("fuzz-mqtt")
-    cfg = load_config(hub_config(tmp, web=False, extra=mqtt_section(1, neighbours=["hub-2"])))
+    cfg = load_config(hub_config(tmp, web=False, extra=mqtt_section(1, neighbours=["hub-2"])
+                                 + trust_section(["hub-2"])))
     store = Store(cfg.store_path)
-    hub = Hub(cfg, store)
+    hub = Hub(cfg, store, key=hub_key("hub-1"))
     processor = CommandProcessor(hub)
     lk = MqttLink(cfg, hub, processor)
     lk.replies = []
@@ -145,24 +147,56 @@ def message(topic: str, payload: bytes) -> mqtt.MQTTMessage:
     return msg
 
 
-commands = st.one_of(
-    json_values,
-    st.fixed_dictionaries({"cmd": st.sampled_from(["ack", "resolve", "cancel", "silence", "status", "nope",
-                                                   "press", "events"])},
-                          optional={"id": st.text(max_size=140) | json_scalars,
-                                    "alert": st.sampled_from(["hub-1:1", "hub-1:999", "", "hub-2:1"])
-                                    | json_values,
-                                    "outcome": st.sampled_from(["genuine", "bogus"]) | json_values,
-                                    "extra": json_values}))
+def signer_key(name: str) -> Any:
+    from mqtt_support import CENTRE_KEY, hub_key
+
+    return CENTRE_KEY if name == "centre" else hub_key(name)
+
+
+command_fields = st.fixed_dictionaries(
+    {"v": st.sampled_from([2, 2, 2, 1, "2"]),
+     "cmd": st.sampled_from(["ack", "resolve", "cancel", "silence", "status", "siren_test", "nope", "press"]),
+     "hub": st.sampled_from(["hub-1", "hub-1", "hub-2", ""]),
+     "time": st.sampled_from(["now", "now", "old", "future"]) | json_scalars,
+     "by": st.sampled_from(["operator:alice", ""]) | json_scalars},
+    optional={"id": st.text(max_size=140) | json_scalars,
+              "alert": st.sampled_from(["hub-1:999", "", "hub-2:1", "hub-1:01"]) | json_values,
+              "outcome": st.sampled_from(["genuine", "bogus"]) | json_values,
+              "extra": json_values})
+
+
+@st.composite
+def command_bytes(draw: Any) -> bytes:
+    """A command as the broker could deliver it: signed by the centre or by somebody else,
+    unsigned, tampered with after signing, or any bytes at all."""
+    import time
+
+    how = draw(st.sampled_from(["centre", "centre", "hub-2", "unsigned", "tampered", "raw", "json"]))
+    if how == "raw":
+        return draw(st.binary(max_size=64))
+    if how == "json":
+        return json.dumps(draw(json_values)).encode()
+    fields = dict(draw(command_fields))
+    fields["time"] = {"now": time.time(), "old": time.time() - 3600, "future": time.time() + 3600}.get(
+        fields["time"], fields["time"]) if isinstance(fields["time"], str) else fields["time"]
+    if fields.get("cmd") in ("ack", "resolve", "cancel") and fields.get("alert") not in ("hub-1:999",):
+        fields["alert"] = "hub-1:999"  # never the open alert: a valid command would change it
+    if how == "unsigned":
+        return json.dumps(fields).encode()
+    try:
+        signed = contract.sign("command", fields, signer_key("centre" if how != "hub-2" else "hub-2"))
+    except (ValueError, TypeError):
+        return json.dumps(fields, default=str).encode()
+    if how == "tampered":
+        signed = {**signed, "by": "mallory"}
+    return json.dumps(signed).encode()
 
 
 @FUZZ
-@given(request=commands, raw=st.binary(max_size=64) | st.none())
-def test_mqtt_commands_get_a_valid_reply_and_bad_ones_change_nothing(link: Any, request: Any,
-                                                                     raw: bytes | None) -> None:
-    if isinstance(request, dict) and request.get("cmd") in ("ack", "resolve", "cancel"):
-        request = {**request, "alert": "hub-1:999"} if request.get("alert") == "hub-1:1" else request
-    payload = raw if raw is not None else json.dumps(request).encode()
+@given(payload=command_bytes())
+def test_mqtt_commands_get_a_signed_reply_and_bad_ones_change_nothing(link: Any, payload: bytes) -> None:
+    from mqtt_support import hub_key
+
     before = state_of(link.store)
     link.replies.clear()
     link._on_message(link.client, None, message(link.topics.cmd, payload))
@@ -170,32 +204,78 @@ def test_mqtt_commands_get_a_valid_reply_and_bad_ones_change_nothing(link: Any, 
     topic, body = link.replies[0]
     assert topic == link.topics.reply
     reply = json.loads(body)
-    assert not contract.problems("reply", reply), (reply, contract.problems("reply", reply))
+    assert not contract.problems("reply-v2", reply), (reply, contract.problems("reply-v2", reply))
+    contract.verify("reply", reply, hub_key("hub-1").public_key())
     if not reply["ok"]:
         assert reply["error"]["code"] != "internal", reply
         assert reply["error"]["message"]
         assert state_of(link.store) == before
+    link.client._out_messages.clear()  # never connected: do not let paho's queue grow
+
+
+envelope_fields = st.fixed_dictionaries(
+    {"v": st.sampled_from([2, 2, 1]),
+     "id": st.sampled_from(["hub-2:e1", "hub-2:4:raised:0", "hub-1:e9", "hub-1:4:raised:0", "hub-3:e1"])
+     | st.text(max_size=30),
+     "type": st.sampled_from(["alert.raised", "alert.resolved", "x.y"]),
+     "time": st.floats(0, 2e9) | json_scalars, "hub": st.sampled_from(["hub-2", "hub-1", "hub-3"]),
+     "ward": st.just("ward-7"), "actor": st.sampled_from(["gate"]) | json_scalars, "data": st.just({})},
+    optional={"alert": st.fixed_dictionaries(
+        {"id": st.sampled_from(["hub-2:4", "hub-1:4", "hub-3:4"]),
+         "hub": st.sampled_from(["hub-2", "hub-1"]), "seq": st.just(4) | st.integers(),
+         "kind": st.sampled_from(["panic", "meteor"]), "source": st.just("g"),
+         "zone": st.text(max_size=10), "state": st.sampled_from(["raised", "resolved", "gone"]),
+         "outcome": st.none(), "level": st.integers(0, 3), "silent": st.booleans(),
+         "raised_at": st.floats(0, 2e9), "updated_at": st.floats(0, 2e9), "severity": st.just(1)})
+        | json_values,
+        "relayed_by": st.sampled_from(["hub-2", "hub-1"]), "extra": json_values})
+
+
+@st.composite
+def event_bytes(draw: Any) -> bytes:
+    """An event on a neighbour's topic: signed by its origin, by another hub, attested, unsigned,
+    tampered with, or any bytes."""
+    how = draw(st.sampled_from(["origin", "origin", "hub-2", "attested", "unsigned", "tampered", "raw"]))
+    if how == "raw":
+        return draw(st.binary(max_size=64))
+    env = dict(draw(envelope_fields))
+    try:
+        if how == "origin" and env["hub"] in ("hub-1", "hub-2", "hub-3"):
+            env = contract.sign("event", env, signer_key(env["hub"]))
+        elif how in ("hub-2", "tampered"):
+            env = contract.sign("event", env, signer_key("hub-2"))
+            if how == "tampered":
+                env = {**env, "time": 12.0}
+        elif how == "attested":
+            env = contract.attest(env, "hub-2", signer_key("hub-2"))
+    except (ValueError, TypeError):
+        pass
+    return json.dumps(env, default=str).encode()
 
 
 @FUZZ
-@given(env=json_values | st.fixed_dictionaries(
-    {"v": st.just(1), "id": st.text(max_size=30), "type": st.sampled_from(["alert.raised", "x"]),
-     "time": st.floats(allow_nan=False) | st.integers(), "hub": st.sampled_from(["hub-2", "hub-1", "hub-3"]),
-     "ward": st.just("ward-7")}, optional={"alert": json_values, "data": json_values, "actor": json_values}),
-    raw=st.binary(max_size=40) | st.none())
-def test_neighbour_events_that_are_not_valid_are_dropped(link: Any, env: Any, raw: bytes | None) -> None:
-    payload = raw if raw is not None else json.dumps(env).encode()
+@given(payload=event_bytes())
+def test_neighbour_events_are_believed_only_under_their_origins_signature(link: Any, payload: bytes) -> None:
     before = state_of(link.store)
     link._on_message(link.client, None, message(link.topics.of("hub-2").events, payload))
-    if contract.problems("event", env) or raw is not None:
+    try:
+        env = contract.parse_untrusted(payload, "event-v2")
+        verdict = contract.check_envelope(env, link.trusted.hub)
+    except contract.ContractError:
+        verdict = None
+    if verdict is None or not verdict.accepted or verdict.origin == "hub-1":
         assert state_of(link.store) == before
+    # Nothing ever takes an id of this hub's own, nor a third hub's without its key.
+    assert not link.store.query("SELECT id FROM events WHERE trust IS NOT NULL AND (hub = 'hub-1' OR "
+                                "hub = 'hub-3' OR id LIKE 'hub-1:%' OR id LIKE 'hub-3:%')")
+    assert link.store.get_alert("hub-1:4") is None and link.store.get_alert("hub-3:4") is None
 
 
 # --- the configuration ------------------------------------------------------------------------
 
 VALID = {"hub": {"ward": "w", "id": "h1", "state_dir": "/tmp/hubd-fuzz"},
          "buttons": [{"name": "gate", "pin": 17}], "sirens": [{"name": "main", "pin": 27}],
-         "mqtt": {"host": "broker"}, "protocol": {"escalation": [60, 180]}}
+         "mqtt": {"host": "broker", "insecure": True}, "protocol": {"escalation": [60, 180]}}
 
 
 def mutate(doc: Any, path: list[Any], value: Any) -> Any:

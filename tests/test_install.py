@@ -153,9 +153,11 @@ def test_install_twice_upgrade_uninstall_purge(tmp_path: Path) -> None:
     assert re.search(r'^backend = "generated"', text, re.M)
     assert re.search(r'^runtime_dir = "/run/hubd"', text, re.M)
     for path, mode, owner in (("etc/hubd", 0o750, (0, gid)), ("etc/hubd/secrets", 0o750, (0, gid)),
-                              ("var/lib/hubd", 0o750, (uid, gid))):
+                              ("var/lib/hubd", 0o700, (uid, gid)),
+                              ("var/lib/hubd/signing.key", 0o600, (uid, gid))):
         st = (root / path).stat()
         assert (st.st_mode & 0o777, (st.st_uid, st.st_gid)) == (mode, owner), path
+    assert re.search(r"public key: ed25519:[A-Za-z0-9_-]{43}", r.stdout), r.stdout
 
     unit = root / "etc/systemd/system/hubd.service"
     assert unit.read_text() == UNIT.read_text()

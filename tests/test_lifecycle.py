@@ -163,9 +163,9 @@ def test_remote_events_are_deduplicated_and_never_roll_back(tmp_path: Path) -> N
     raised = other_store.events(alert_id=a.id)[0]["envelope"]
     other.acknowledge(a.id, "x")
     acked = other_store.events(alert_id=a.id)[-1]["envelope"]
-    assert hub.ingest_remote(raised, via="mqtt") is True
-    assert hub.ingest_remote(raised, via="mqtt") is False
-    assert hub.ingest_remote(acked, via="mesh") is True
+    assert hub.ingest_remote(raised, via="mqtt", trust="signed") is True
+    assert hub.ingest_remote(raised, via="mqtt", trust="signed") is False
+    assert hub.ingest_remote(acked, via="mqtt", trust="signed") is True
     assert store.get_alert("h2:1").state == "acknowledged"
     assert store.get_alert("h2:1").remote
     with pytest.raises(TransitionError) as e:

@@ -66,6 +66,11 @@ class Handheld:
         if interface is self.iface:
             self.texts.append((packet["from"], packet["decoded"]["text"]))
 
+    def direct(self, text: str, to: int, *, pki: bool = True) -> None:
+        """A direct message, public-key encrypted (as a handheld on firmware 2.5+ sends one)."""
+        assert self.iface is not None
+        self.iface.sendData(text.encode(), destinationId=to, portNum=1, pkiEncrypted=pki)
+
     def close(self) -> None:
         pub.unsubscribe(self._on_text, "meshtastic.receive.text")
         if self.iface is not None:
@@ -220,7 +225,7 @@ def test_marshal_acknowledges_from_a_handheld(tmp_path: Path, caplog) -> None:  
     lab = Lab(tmp_path, seed=3)
     marshal_node = lab.air.add_node(hop_limit=1, name="marshal")
     try:
-        a = lab.add_hub("hub-1", mesh={"marshals": [marshal_node.node_id]})
+        a = lab.add_hub("hub-1", mesh={"marshals": [marshal_node.node_id], "code": "H1"})
         marshal = Handheld(lab, near=a, node=marshal_node)
         stranger = Handheld(lab, near=a)
         lab.start()
@@ -231,16 +236,23 @@ def test_marshal_acknowledges_from_a_handheld(tmp_path: Path, caplog) -> None:  
         text = wait_for(lambda: [t for f, t in marshal.texts if t.startswith("ALERT")], 20,
                         message="the marshal's handheld shows the alert")[0]
         assert text.startswith(f"ALERT {alert.seq} PANIC Market gate ")
-        assert text.endswith(f"reply ACK {alert.seq}")
+        assert text.endswith(f"reply ACK H1 {alert.seq}")  # it names the hub
 
         caplog.set_level(logging.INFO, logger="hubd.radio.mesh")
-        stranger.iface.sendText(f"ACK {alert.seq}")
+        stranger.direct(f"ACK H1 {alert.seq}", a.node.num)
         stranger.iface.sendText("hello hub")
         wait_for(lambda: "not in mesh.marshals" in caplog.text and "ignored text" in caplog.text, 20,
                  message="the stranger's texts ignored with a log line")
+        # The marshal's own radio, but as channel text (whose sender anyone can set), or naming no hub.
+        marshal.iface.sendText(f"ACK H1 {alert.seq}")
+        marshal.direct(f"ACK {alert.seq}", a.node.num)
+        marshal.direct(f"ACK H2 {alert.seq}", a.node.num)
+        wait_for(lambda: a.link.counters["marshal_unauthenticated"] == 1 and
+                 a.link.counters["marshal_ambiguous"] == 1 and "is for hub H2" in caplog.text, 20,
+                 message="channel text and an ACK naming no hub refused")
         assert a.store.get_alert(alert.id).state == "raised"
 
-        marshal.iface.sendText(f"ack {alert.seq}")
+        marshal.direct(f"ack h1 {alert.seq}", a.node.num)
         wait_for(lambda: a.store.get_alert(alert.id).state == "acknowledged", 20, message="marshal's ACK")
         ev = [e for e in a.events(alert.id) if e["type"] == "alert.acknowledged"]
         assert ev[0]["actor"] == f"marshal:{marshal_node.node_id}"
@@ -271,6 +283,24 @@ def test_without_marshals_no_text_goes_on_the_channel(lab: Lab) -> None:
         listener.close()
 
 
+def test_channel_text_from_a_marshal_counts_only_where_the_config_says_so(tmp_path: Path) -> None:
+    # Radios without public-key messages (firmware before 2.5): weaker, and documented as such.
+    lab = Lab(tmp_path, seed=4)
+    marshal_node = lab.air.add_node(hop_limit=1, name="marshal")
+    try:
+        a = lab.add_hub("hub-1", mesh={"marshals": [marshal_node.node_id], "marshal_channel_text": True})
+        marshal = Handheld(lab, near=a, node=marshal_node)
+        lab.start()
+        marshal.connect()
+        wait_for(lambda: a.link.state == "connected", 20, message="hub connected")
+        alert = a.raise_alert("panic", "Market gate")
+        marshal.iface.sendText(f"ACK hub-1 {alert.seq}")
+        wait_for(lambda: a.store.get_alert(alert.id).state == "acknowledged", 20, message="marshal's ACK")
+        marshal.close()
+    finally:
+        lab.stop()
+
+
 def test_gateway_hands_alerts_from_hubs_without_uplink_to_mqtt_once(lab: Lab) -> None:
     mqtt = {"host": "127.0.0.1", "port": 1}  # never reached: only the outbox is looked at
     a = lab.add_hub("hub-1")  # no uplink
@@ -286,7 +316,9 @@ def test_gateway_hands_alerts_from_hubs_without_uplink_to_mqtt_once(lab: Lab) ->
     wait_for(lambda: all(h.pending() == 0 for h in (a, b, c)), 20, message="mesh outboxes delivered")
     relayed = [i.envelope for i in b.store.pending("mqtt", limit=1000) if i.envelope["hub"] != "hub-2"]
     assert [(e["hub"], e["type"]) for e in relayed] == [("hub-1", "alert.raised")]
-    assert relayed[0]["alert"]["remote"] and relayed[0]["data"]["mesh"]["uplink"] is False
+    # Rebuilt from a frame, it carries b's ward attestation, not hub-1's signature (contract v2).
+    assert relayed[0]["attested"]["by"] == "hub-2" and "sig" not in relayed[0]
+    assert relayed[0]["path"] == "mesh" and relayed[0]["data"]["mesh"]["uplink"] is False
 
 
 def test_a_hub_that_cannot_use_the_mesh_says_why_and_keeps_running(tmp_path: Path) -> None:

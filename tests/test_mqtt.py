@@ -20,12 +20,18 @@ from mqtt_support import (
     CENTRAL,
     Centre,
     assert_valid,
+    command,
+    hub_key,
     local_hub,
     mqtt_section,
+    signed_event,
     undelivered,
 )
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from support import REPO, ManualClock, Mosquitto, free_port, hub_config, wait_for
 
+from hubd import contract
 from hubd.commands import CommandProcessor
 from hubd.config import load_config
 from hubd.lifecycle import Hub
@@ -89,10 +95,12 @@ def test_alert_events_and_snapshot_reach_the_centre(tmp_path, broker, cleanup):
 
     status = wait_for(lambda: centre.on(t.status), 10, message="status")[-1]
     assert status.json()["online"] is True and status.json()["hub"] == "hub-1"
-    for m in centre.on(t.events):
-        assert_valid("event", m.json())
+    for m in centre.on(t.events):  # contract version 2: every envelope signed by its hub
+        assert_valid("event-v2", m.json())
+        contract.verify("event", m.json(), hub_key("hub-1").public_key())
     for m in centre.on(t.status):
-        assert_valid("status", m.json())
+        assert_valid("status-v2", m.json())
+        contract.verify("status", m.json(), hub_key("hub-1").public_key())
 
     # Delivered means PUBACKed: the outbox empties and the rows carry a delivery time.
     wait_for(lambda: undelivered(h.store) == 0, 10, message="outbox drained")
@@ -131,61 +139,79 @@ def test_commands_round_trip_and_every_bad_input_is_refused(tmp_path, broker, cl
     t = h.topics
     alert = h.hub.raise_alert("gate", "panic", "Market gate")
 
-    reply = centre.request(t.cmd, json.dumps({"cmd": "ack", "id": "c-1", "alert": alert.id}).encode())
-    assert_valid("reply", reply)
+    def valid(reply: dict) -> dict:
+        assert_valid("reply-v2", reply)
+        contract.verify("reply", reply, hub_key("hub-1").public_key())  # signed by the hub
+        return reply
+
+    ack = command("hub-1", "ack", id="c-1", alert=alert.id)
+    reply = valid(centre.request(t.cmd, ack))
     assert reply["ok"] is True and reply["id"] == "c-1" and reply["result"]["state"] == "acknowledged"
     assert h.hub.get_alert(alert.id).state == "acknowledged"
     acks = h.store.events(alert_id=alert.id, type_prefix="alert.acknowledged")
-    assert len(acks) == 1 and acks[0]["actor"] == "centre"
+    assert len(acks) == 1 and acks[0]["actor"] == "centre:operator:test"
 
-    # The same id again is answered, not applied again.
-    again = centre.request(t.cmd, json.dumps({"cmd": "ack", "id": "c-1", "alert": alert.id}).encode())
-    assert_valid("reply", again)
+    # The same command again is answered, not applied again.
+    again = valid(centre.request(t.cmd, ack))
     assert again["ok"] is True and again["repeated"] is True
     assert len(h.store.events(alert_id=alert.id, type_prefix="alert.acknowledged")) == 1
 
-    status = centre.request(t.cmd, b'{"cmd": "status", "id": "c-2"}')
+    status = valid(centre.request(t.cmd, command("hub-1", "status", id="c-2")))
     assert status["ok"] and status["result"]["hub"] == "hub-1"
 
     events_before = len(h.store.events(limit=10_000))
+    unsigned = contract.command_payload_v2(id="c-12", cmd="silence", hub="hub-1", time=time.time(), by="x")
     bad = [
         (b"{not json", "bad_json"),
         (b"\xff\xfe\x00", "bad_json"),
-        (b'{"cmd": "ack", "id": "big", "alert": "' + b"x" * 9000 + b'"}', "too_large"),
+        (command("hub-1", "ack", id="big", alert=alert.id, by="x" * 9000), "too_large"),
         (b'["ack"]', "bad_request"),
-        (json.dumps({"cmd": "ack", "alert": alert.id}).encode(), "bad_request"),  # no id
-        (b'{"cmd": "launch", "id": "c-3"}', "unknown_command"),
-        (b'{"cmd": "press", "id": "c-4", "button": "gate"}', "unknown_command"),  # local only
-        (json.dumps({"cmd": "ack", "id": "c-5", "alert": 5}).encode(), "bad_request"),
-        (json.dumps({"cmd": "resolve", "id": "c-6", "alert": alert.id, "outcome": "maybe"}).encode(),
+        (json.dumps({k: v for k, v in json.loads(ack).items() if k != "id"}).encode(), "bad_request"),
+        (command("hub-1", "launch", id="c-3"), "bad_request"),
+        (command("hub-1", "press", id="c-4"), "bad_request"),  # local only
+        (json.dumps({**json.loads(command("hub-1", "ack", id="c-5", alert=alert.id)), "alert": 5}).encode(),
          "bad_request"),
-        (json.dumps({"cmd": "ack", "id": "c-7", "alert": alert.id, "extra": 1}).encode(), "bad_request"),
-        (json.dumps({"cmd": "ack", "id": "c-8", "alert": "hub-1:999"}).encode(), "not_found"),
-        (json.dumps({"cmd": "cancel", "id": "c-9", "alert": alert.id}).encode(), "illegal_transition"),
-        (json.dumps({"cmd": "ack", "id": "c-10", "alert": alert.id}).encode(), "illegal_transition"),
+        (command("hub-1", "resolve", id="c-6", alert=alert.id, outcome="maybe"), "bad_request"),
+        (json.dumps({**json.loads(command("hub-1", "ack", id="c-7", alert=alert.id)), "extra": 1}).encode(),
+         "bad_request"),
+        (json.dumps({"cmd": "silence", "id": "c-13"}).encode(), "unsupported_version"),  # version 1
+        (contract.dumps(unsigned), "unsigned"),
+        (command("hub-1", "silence", id="c-14", key=hub_key("hub-1")), "bad_signature"),
+        (json.dumps({**json.loads(command("hub-1", "ack", id="c-15", alert=alert.id)), "by": "eve"}).encode(),
+         "bad_signature"),
+        (command("hub-2", "silence", id="c-16"), "wrong_hub"),
+        (command("hub-1", "silence", id="c-17", time=time.time() - 3600), "stale"),
+        (command("hub-1", "ack", id="c-8", alert="hub-1:999"), "not_found"),
+        (command("hub-1", "cancel", id="c-9", alert=alert.id), "illegal_transition"),
+        (command("hub-1", "ack", id="c-10", alert=alert.id), "illegal_transition"),
     ]
     for payload, code in bad:
-        r = centre.request(t.cmd, payload)
-        assert_valid("reply", r)
+        r = valid(centre.request(t.cmd, payload))
         assert r["ok"] is False and r["error"]["code"] == code, (payload[:60], r)
         assert r["error"]["message"]
     assert h.hub.get_alert(alert.id).state == "acknowledged"
     assert len(h.store.events(limit=10_000)) == events_before  # nothing changed
     assert h.link.alive() and h.link.status()["connected"]
+    assert h.link.status()["refused"]["command_bad_signature"] == 2
 
-    # Without a response topic the reply goes to <base>/reply.
-    centre.publish(t.cmd, json.dumps({"cmd": "resolve", "id": "c-11", "alert": alert.id,
-                                      "outcome": "genuine"}).encode())
+    # Without a response topic the reply goes to <base>/reply; a response topic elsewhere is not
+    # written to (the hub replies on its own topic only).
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "evil/anywhere"
+    props.CorrelationData = b"c-11"
+    centre.client.publish(t.cmd, command("hub-1", "resolve", id="c-11", alert=alert.id, outcome="genuine"),
+                          qos=1, properties=props)
     r = wait_for(lambda: [m.json() for m in centre.on(t.reply) if m.json().get("id") == "c-11"], 10,
                  message="reply on the reply topic")[0]
     assert r["ok"] and h.hub.get_alert(alert.id).state == "resolved"
+    time.sleep(0.3)
+    assert not centre.on("evil/anywhere")
 
-    # Every command the contract documents is valid under command.json; the bad ones are not.
-    assert_valid("command", {"cmd": "ack", "id": "c-1", "alert": alert.id})
-    assert_valid("command", {"cmd": "siren_test", "id": "x"})
-    from hubd import contract
-    assert contract.problems("command", {"cmd": "ack", "alert": alert.id})
-    assert contract.problems("command", {"cmd": "press", "id": "p", "button": "gate"})
+    # Every command the contract documents is valid under command-v2.json; the bad ones are not.
+    assert_valid("command-v2", json.loads(command("hub-1", "ack", alert=alert.id)))
+    assert_valid("command-v2", json.loads(command("hub-1", "siren_test")))
+    assert contract.problems("command-v2", {**json.loads(command("hub-1", "ack", alert=alert.id)), "by": 1})
+    assert contract.problems("command-v2", json.loads(command("hub-1", "press")))
 
 
 def test_mqtt_311_replies_on_the_reply_topic(tmp_path, broker, cleanup):
@@ -193,9 +219,9 @@ def test_mqtt_311_replies_on_the_reply_topic(tmp_path, broker, cleanup):
     alert = h.hub.raise_alert("gate", "panic")
     wait_for(lambda: any(e["type"] == "alert.raised" for e in centre.events(h.topics.events)), 15,
              message="alert over 3.1.1")
-    centre.publish(h.topics.cmd, json.dumps({"cmd": "ack", "id": "v3-1", "alert": alert.id}).encode())
+    centre.publish(h.topics.cmd, command("hub-1", "ack", id="v3-1", alert=alert.id))
     r = wait_for(lambda: [m.json() for m in centre.on(h.topics.reply)], 10, message="3.1.1 reply")[0]
-    assert_valid("reply", r)
+    assert_valid("reply-v2", r)
     assert r["ok"] and r["id"] == "v3-1" and h.hub.get_alert(alert.id).state == "acknowledged"
 
 
@@ -203,7 +229,7 @@ def test_burst_of_1000_events_survives_a_broker_kill9(tmp_path, cleanup):
     # The broker saves its state every second, as the contract page advises for the centre's broker.
     broker = Mosquitto(tmp_path / "broker", extra_conf="autosave_interval 1\n" + CENTRAL).start()
     cleanup.append(broker)
-    centre = Centre(broker.host, broker.port, ("safercom/v1/ward-7/hub-1/events",), client_id="centre-burst")
+    centre = Centre(broker.host, broker.port, ("safercom/v2/ward-7/hub-1/events",), client_id="centre-burst")
     cleanup.append(centre)
     h = local_hub(tmp_path / "hub", broker.port)
     cleanup.append(h)
@@ -250,7 +276,7 @@ def test_burst_of_1000_events_survives_a_broker_kill9(tmp_path, cleanup):
     first_order: list[int] = []
     for m in burst_msgs:
         env = m.json()
-        assert_valid("event", env)
+        assert_valid("event-v2", env)
         if env["id"] in by_id:
             assert by_id[env["id"]] == m.payload, "a duplicate must be the same event"
         else:
@@ -264,20 +290,33 @@ def test_burst_of_1000_events_survives_a_broker_kill9(tmp_path, cleanup):
     assert "component.fault" in types and "component.ok" in types
 
 
-def test_relayed_mesh_event_keeps_origin_and_names_the_relay(tmp_path, broker, cleanup):
+def test_relayed_events_keep_their_origin_and_name_the_relay(tmp_path, broker, cleanup):
     centre, h = centre_and_hub(tmp_path, broker, cleanup)
     now = time.time()
-    envelope = {"v": 1, "id": "hub-9:e4", "type": "alert.raised", "time": now, "ward": "ward-7",
-                "hub": "hub-9", "actor": "gate", "data": {},
-                "alert": {"id": "hub-9:2", "hub": "hub-9", "seq": 2, "kind": "fire", "source": "gate",
-                          "zone": "Mill", "state": "raised", "outcome": None, "level": 0, "silent": False,
-                          "raised_at": now, "updated_at": now, "remote": False, "relayed_by": None,
-                          "severity": 1, "extra": {}}}
-    assert h.hub.ingest_remote(envelope, via="mesh", relay_to=("mqtt",))
-    got = wait_for(lambda: [e for e in centre.events(h.topics.events) if e["id"] == "hub-9:e4"], 15,
-                   message="relayed event")[0]
-    assert_valid("event", got)
-    assert got["hub"] == "hub-9" and got["relayed_by"] == "hub-1" and got["alert"]["id"] == "hub-9:2"
+    alert = {"id": "hub-9:2", "hub": "hub-9", "seq": 2, "kind": "fire", "source": "gate", "zone": "Mill",
+             "state": "raised", "outcome": None, "level": 0, "silent": False, "raised_at": now,
+             "updated_at": now, "severity": 1}
+    raised = contract.event_envelope_v2(id="hub-9:2:raised:0", type="alert.raised", time=now, ward="ward-7",
+                                        hub="hub-9", actor="gate", data={}, alert=alert)
+    # Heard on the mesh: hub-1 attests it (no room for hub-9's signature in a frame).
+    assert h.hub.ingest_remote({**h.hub.signer.attest(raised), "path": "mesh"}, via="mesh",
+                               trust="ward-attested", relay_to=("mqtt",))
+    # Heard signed: relayed with hub-9's own signature, untouched.
+    escalated = contract.event_envelope_v2(id="hub-9:2:escalated:1", type="alert.escalated", time=now + 1,
+                                           ward="ward-7", hub="hub-9", actor="system", data={"level": 1},
+                                           alert={**alert, "level": 1, "updated_at": now + 1})
+    assert h.hub.ingest_remote(json.loads(signed_event("hub-9", escalated)), via="mqtt", trust="signed",
+                               relay_to=("mqtt",))
+    got = wait_for(lambda: (relayed := {e["id"]: e for e in centre.events(h.topics.events)
+                                        if e["hub"] == "hub-9"}) and len(relayed) == 2 and relayed, 15,
+                   message="both relayed events")
+    keys = {"hub-1": hub_key("hub-1").public_key(), "hub-9": hub_key("hub-9").public_key()}.get
+    for env in got.values():
+        assert_valid("event-v2", env)
+        assert env["hub"] == "hub-9" and env["relayed_by"] == "hub-1" and env["alert"]["id"] == "hub-9:2"
+    assert contract.check_envelope(got["hub-9:2:raised:0"], keys).trust is contract.Trust.ATTESTED
+    assert got["hub-9:2:raised:0"]["attested"]["by"] == "hub-1" and got["hub-9:2:raised:0"]["path"] == "mesh"
+    assert contract.check_envelope(got["hub-9:2:escalated:1"], keys).trust is contract.Trust.SIGNED
 
 
 def test_neighbour_alert_is_stored_once_and_chimes(tmp_path, broker, cleanup):
@@ -295,6 +334,7 @@ def test_neighbour_alert_is_stored_once_and_chimes(tmp_path, broker, cleanup):
     alert = h1.hub.raise_alert("gate", "panic", "Market gate")
     stored = wait_for(lambda: h2.store.get_alert(alert.id), 15, message="neighbour alert stored on hub-2")
     assert stored.remote and stored.hub == "hub-1" and stored.state == "raised"
+    assert stored.extra["trust"] == "signed"
     wait_for(lambda: sum(1 for s in pin.states if s.state) > chirps_before, 5, message="chime on hub-2")
     assert not any(a.remote is False for a in h2.store.alerts(open_only=True)), "no local alert on hub-2"
 
@@ -303,7 +343,8 @@ def test_neighbour_alert_is_stored_once_and_chimes(tmp_path, broker, cleanup):
                       10, message="the original")[0]
     centre.publish(h1.topics.events, raised.payload)
     centre.publish(h1.topics.events, b"{broken")
-    centre.publish(h1.topics.events, json.dumps({"v": 1, "id": "x"}).encode())
+    centre.publish(h1.topics.events, json.dumps({"v": 2, "id": "x"}).encode())
+    centre.publish(h1.topics.events, json.dumps({**raised.json(), "v": 1}).encode())
     forged = dict(raised.json(), id="hub-3:e1", hub="hub-3")
     centre.publish(h1.topics.events, json.dumps(forged).encode())
     h1.processor.execute({"cmd": "ack", "alert": alert.id}, "manager")
@@ -313,6 +354,9 @@ def test_neighbour_alert_is_stored_once_and_chimes(tmp_path, broker, cleanup):
     assert not h2.store.has_event("hub-3:e1") and not h2.store.has_event("x")
     assert len(h2.store.alerts(remote=True)) == 1
     assert h2.link.alive()
+    refused = h2.link.status()["refused"]
+    assert refused["bad_json"] == 1 and refused["bad_request"] == 1 and refused["unsupported_version"] == 1
+    assert refused["wrong_origin"] == 1 or refused["unknown_origin"] == 1, refused
     nb = wait_for(lambda: h2.link.status()["neighbours"].get("hub-1"), 10, message="neighbour status")
     assert nb["online"] is True
 
@@ -353,7 +397,7 @@ def test_tls_with_test_ca_password_and_acl(tmp_path, cleanup):
     secret.write_text("s3cret-hub-1\n")
     secret.chmod(0o600)
 
-    centre = Centre("127.0.0.1", port, ("safercom/v1/#",), username="centre", password="s3cret-centre",
+    centre = Centre("127.0.0.1", port, ("safercom/v2/#",), username="centre", password="s3cret-centre",
                     ca_file=str(certs / "ca.crt"))
     cleanup.append(centre)
     h = local_hub(tmp_path / "hub", port, tls=True, ca_file=str(certs / "ca.crt"), username="hub-1",
@@ -362,7 +406,7 @@ def test_tls_with_test_ca_password_and_acl(tmp_path, cleanup):
     alert = h.hub.raise_alert("gate", "panic")
     wait_for(lambda: any(e["type"] == "alert.raised" for e in centre.events(h.topics.events)), 15,
              message="alert over TLS")
-    r = centre.request(h.topics.cmd, json.dumps({"cmd": "ack", "id": "tls-1", "alert": alert.id}).encode())
+    r = centre.request(h.topics.cmd, command("hub-1", "ack", id="tls-1", alert=alert.id))
     assert r["ok"], r
 
     # ACL: hub-2 may not write into hub-1's subtree nor read hub-1's commands.
@@ -379,16 +423,16 @@ def test_tls_with_test_ca_password_and_acl(tmp_path, cleanup):
     spy.connect("127.0.0.1", port, 30)
     spy.loop_start()
     try:
-        spy.subscribe([(h.topics.cmd, 1), ("safercom/v1/ward-7/hub-1/events", 1)])
+        spy.subscribe([(h.topics.cmd, 1), ("safercom/v2/ward-7/hub-1/events", 1)])
         assert subscribed.wait(10)
         spy.publish(h.topics.status, b'{"forged": true}', qos=1, retain=True).wait_for_publish(10)
-        spy.publish("safercom/v1/ward-7/hub-2/status", b'{"own": true}', qos=1).wait_for_publish(10)
-        wait_for(lambda: centre.on("safercom/v1/ward-7/hub-2/status"), 10, message="hub-2 may write its own")
-        centre.publish(h.topics.cmd, b'{"cmd": "status", "id": "tls-2"}')
+        spy.publish("safercom/v2/ward-7/hub-2/status", b'{"own": true}', qos=1).wait_for_publish(10)
+        wait_for(lambda: centre.on("safercom/v2/ward-7/hub-2/status"), 10, message="hub-2 may write its own")
+        centre.publish(h.topics.cmd, command("hub-1", "status", id="tls-2"))
         wait_for(lambda: any(m.json().get("id") == "tls-2" for m in centre.on(h.topics.reply)), 10,
                  message="reply to tls-2")
         h.hub.record("test.ping", actor="test")
-        wait_for(lambda: "safercom/v1/ward-7/hub-1/events" in spy_msgs, 10,
+        wait_for(lambda: "safercom/v2/ward-7/hub-1/events" in spy_msgs, 10,
                  message="a neighbour may read hub-1's events")
         assert h.topics.cmd not in spy_msgs, "hub-2 read hub-1's commands"
         forged = [m for m in centre.on(h.topics.status) if b"forged" in m.payload]

@@ -25,14 +25,14 @@ from hubd.radio.mqtt_output import Message
 from hubd.radio.snapshots import SnapshotOutput
 from hubd.store import Store
 
-TOPICS = Topics("safercom/v1", "ward-7", "hub-1")
+TOPICS = Topics("safercom/v2", "ward-7", "hub-1")
 
 
 def envelope(type_: str = "alert.raised", hub: str = "hub-1", **extra: Any) -> dict[str, Any]:
     alert = {"id": f"{hub}:3", "hub": hub, "seq": 3, "kind": "panic", "source": "gate", "zone": "Market gate",
              "state": "raised", "outcome": None, "level": 0, "silent": False, "raised_at": 1.7e9,
              "updated_at": 1.7e9, "severity": 1}
-    return {"v": 1, "id": f"{hub}:3:raised:0", "type": type_, "time": 1.7e9, "ward": "ward-7", "hub": hub,
+    return {"v": 2, "id": f"{hub}:3:raised:0", "type": type_, "time": 1.7e9, "ward": "ward-7", "hub": hub,
             "actor": "button:gate", "data": {}, "alert": alert, **extra}
 
 
@@ -52,7 +52,7 @@ def test_a_snapshot_event_of_this_hub_carries_its_jpeg(tmp_path: Path) -> None:
     (tmp_path / "snapshots" / "a.jpg").write_bytes(b"\xff\xd8jpeg")
     out = SnapshotOutput("hub-1", tmp_path, TOPICS.snapshot)
     env = envelope("alert.snapshot", data={"path": "snapshots/a.jpg"})
-    assert out.messages(env) == [Message("safercom/v1/ward-7/hub-1/snapshots/hub-1:3", b"\xff\xd8jpeg",
+    assert out.messages(env) == [Message("safercom/v2/ward-7/hub-1/snapshots/hub-1:3", b"\xff\xd8jpeg",
                                          "image/jpeg")]
     assert out.messages(envelope("alert.raised", data={"path": "snapshots/a.jpg"})) == []
     assert out.messages(envelope("alert.snapshot", hub="hub-2", data={"path": "snapshots/a.jpg"})) == []
@@ -76,7 +76,7 @@ def test_a_snapshot_outside_the_state_directory_or_gone_is_not_sent(tmp_path: Pa
 def test_cap_goes_with_this_hubs_alert_transitions_only() -> None:
     out = CapOutput(TOPICS.cap, "hub-1", hub_name="Hub one", location="Market")
     [m] = out.messages(envelope())
-    assert m.topic == "safercom/v1/ward-7/hub-1/cap" and m.content_type == "application/cap+xml"
+    assert m.topic == "safercom/v2/ward-7/hub-1/cap" and m.content_type == "application/cap+xml"
     assert f"<alert xmlns=\"{CAP_NS}\">".encode() in m.payload and b"<senderName>Hub one" in m.payload
     assert out.messages(envelope(hub="hub-2")) == [], "a relayed alert is its origin's to announce"
     assert out.messages({**envelope(), "type": "siren.test", "alert": None}) == []
@@ -121,7 +121,7 @@ def home_assistant(tmp_path: Path) -> tuple[HomeAssistantOutput, FakeCore, list[
 
 def test_home_assistant_announces_itself_at_every_connect(tmp_path: Path) -> None:
     ha, _, sent = home_assistant(tmp_path)
-    assert ha.subscriptions() == ["safercom/v1/ward-7/hub-1/cmd/siren"]
+    assert ha.subscriptions() == ["safercom/v2/ward-7/hub-1/cmd/siren"]
     for _ in range(2):
         sent.clear()
         ha.on_connect(sent.append)
@@ -133,7 +133,7 @@ def test_home_assistant_state_follows_alerts_and_sirens(tmp_path: Path) -> None:
     ha, core, sent = home_assistant(tmp_path)
     ha.publish_due(sent.append, periodic=False)
     [first] = sent
-    assert first.topic == "safercom/v1/ward-7/hub-1/ha/state" and first.retain
+    assert first.topic == "safercom/v2/ward-7/hub-1/ha/state" and first.retain
     assert json.loads(first.payload) == {"alarm": "raised", "siren": "OFF",
                                          "buttons": {"gate": "ON", "clinic": "OFF"}}
     sent.clear()

@@ -626,16 +626,18 @@ def test_status_on_the_wire_carries_power_and_tamper() -> None:
               "components": {}, "outbox": {}, "open_alerts": [],
               "links": {"power": {**POWER, "extra": "not on the wire"},
                         "tamper": {"open": True, "alert": "h1:4"}}}
-    online = status_message(status, 10.0)
+    wire = {"seq": 1, "now": 10.0, "report_every": 30, "connected_at": 5.0}  # contract version 2
+    online = status_message(status, **wire)
     assert online["power"] == POWER and online["tamper"] == {"open": True, "alert": "h1:4"}
-    assert contract.problems("status", online) == []
-    stopped = stopped_message({**status, "links": {"power": {**POWER, "state": "shutting_down"}}}, 11.0)
+    assert contract.problems("status-v2", online) == []
+    stopped = stopped_message({**status, "links": {"power": {**POWER, "state": "shutting_down"}}}, seq=2,
+                              now=11.0, connected_at=5.0)
     assert stopped["online"] is False and stopped["reason"] == "stopped"
     assert stopped["power"]["state"] == "shutting_down" and "tamper" not in stopped
-    assert contract.problems("status", stopped) == []
+    assert contract.problems("status-v2", stopped) == []
     # A hub without power sources says nothing of them.
-    assert "power" not in status_message({**status, "links": {}}, 10.0)
-    assert contract.problems("status", {**online, "power": {**POWER, "state": "flat"}})
+    assert "power" not in status_message({**status, "links": {}}, **wire)
+    assert contract.problems("status-v2", {**online, "power": {**POWER, "state": "flat"}})
 
 
 def test_status_v2_carries_power_and_tamper() -> None:

@@ -14,8 +14,8 @@ from mqtt_support import CENTRAL, Centre, assert_valid, mqtt_section
 from power_hub import battery_state
 from support import HUBD, REPO, HubProcess, Mosquitto, hub_config, wait_for
 
-EVENTS = "safercom/v1/ward-7/hub-1/events"
-STATUS = "safercom/v1/ward-7/hub-1/status"
+EVENTS = "safercom/v2/ward-7/hub-1/events"
+STATUS = "safercom/v2/ward-7/hub-1/status"
 #: "Down for" is said only when the clock is known to be right at both ends.
 CLOCK_SYNCED = {"HUBD_CLOCK_SYNCED": "1"}
 
@@ -89,7 +89,7 @@ full_voltage = 4.2
         wait_for(lambda: events("power.on_battery"), 10, message="power.on_battery at the centre")
         wait_for(lambda: last_status().get("power", {}).get("state") == "on_battery", 10,
                  message="the retained status on battery")
-        assert_valid("status", last_status())
+        assert_valid("status-v2", last_status())
         text = proc.cli("status").stdout
         assert "power: ON BATTERY, battery 75 %" in text, text
         assert "enclosure: closed (alert hub-1:1)" in text, text
@@ -119,7 +119,7 @@ full_voltage = 4.2
         stopped = wait_for(lambda: [m.json() for m in centre.on(STATUS) if not m.json()["online"]], 10,
                            message="the stopped status")[-1]
         assert stopped["reason"] == "stopped" and stopped["power"]["state"] == "shutting_down"
-        assert_valid("status", stopped)
+        assert_valid("status-v2", stopped)
         mains_cut.kill()
         mains_cut.wait(10)
 

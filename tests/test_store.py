@@ -76,7 +76,7 @@ def test_sequence_survives_reopen(tmp_path: Path) -> None:
 
 
 def test_outbox_alerts_first_then_event_order(tmp_path: Path) -> None:
-    hub, store = local_hub(tmp_path, extra={"mqtt": {"host": "x"}})
+    hub, store = local_hub(tmp_path, extra={"mqtt": {"host": "127.0.0.1"}})
     hub.record("component.ok", actor="camera")
     a = hub.raise_alert("gate", "panic")
     hub.record("component.fault", actor="camera")
@@ -92,7 +92,7 @@ def test_outbox_alerts_first_then_event_order(tmp_path: Path) -> None:
 
 
 def test_prune_keeps_open_alerts_and_undelivered_events(tmp_path: Path) -> None:
-    hub, store = local_hub(tmp_path, extra={"mqtt": {"host": "x"}})
+    hub, store = local_hub(tmp_path, extra={"mqtt": {"host": "127.0.0.1"}})
     old = hub.raise_alert("gate", "panic")
     closed = hub.raise_alert("gate", "panic")
     hub.resolve(closed.id, "genuine", "x")

@@ -291,7 +291,7 @@ def test_illegal_transitions_and_remote_alerts_are_409(wh: WebHub) -> None:
                    raised_at=time.time(), updated_at=time.time())
     wh.hub.ingest_remote({"v": 1, "id": "hub-2:e9", "type": "alert.raised", "time": time.time(),
                           "ward": "ward-7", "hub": "hub-2", "actor": "button:kitchen", "data": {},
-                          "alert": remote.to_dict()}, via="mqtt")
+                          "alert": remote.to_dict()}, via="mqtt", trust="signed")
     c = wh.app.test_client()
     h = {"X-CSRF-Token": login(c)}
     assert c.post(f"/api/alerts/{aid}/resolve", json={"outcome": "test"}, headers=h).status_code == 200
@@ -303,6 +303,33 @@ def test_illegal_transitions_and_remote_alerts_are_409(wh: WebHub) -> None:
     assert wh.store.get_alert("hub-2:4").state == "raised"
     page = c.get("/").get_data(as_text=True)
     assert "Neighbours' alerts" in page and "hub-2:4" in page and "heard via mqtt" in page
+
+
+def test_a_neighbours_alert_known_only_from_the_mesh_is_shown_as_ward_attested(wh: WebHub) -> None:
+    now = time.time()
+
+    def heard(seq: int, event: str, state: str) -> dict:
+        alert = {"id": f"hub-3:{seq}", "hub": "hub-3", "seq": seq, "kind": "panic", "source": "mesh",
+                 "zone": "Mill", "state": state, "outcome": "genuine" if state == "resolved" else None,
+                 "level": 0, "silent": False, "raised_at": now, "updated_at": now, "severity": 1}
+        return {"v": 2, "id": f"hub-3:{seq}:{event}:0", "type": f"alert.{event}", "time": now,
+                "ward": "ward-7", "hub": "hub-3", "actor": "mesh", "data": {}, "alert": alert,
+                "attested": {"by": "hub-1", "sig": "x" * 86}}
+
+    wh.hub.ingest_remote(heard(1, "raised", "raised"), via="mesh", trust="ward-attested")
+    wh.hub.ingest_remote(heard(2, "raised", "raised"), via="mqtt", trust="signed")
+    wh.hub.ingest_remote(heard(2, "resolved", "resolved"), via="mesh", trust="ward-attested")
+    c = wh.app.test_client()
+    login(c)
+    page = c.get("/").get_data(as_text=True)
+    def card(alert_id: str) -> str:
+        start = page.index(f'data-alert="{alert_id}"')
+        return page[start:page.index("</article>", start)]
+
+    one, two = card("hub-3:1"), card("hub-3:2")
+    assert ">ward-attested<" in one and ">ward-attested<" not in two
+    assert "Ward-attested (not signed by hub hub-3): resolved (genuine), from hub-1." in two
+    assert 'data-state="raised"' in two  # what hub-3 signed stands
 
 
 def test_forms_work_without_javascript(wh: WebHub) -> None:
@@ -429,7 +456,7 @@ def test_config_view_hides_secrets_and_never_reads_secret_files(tmp_path: Path) 
     secret = tmp_path / "mqtt.pass"
     secret.write_text("s3cret-broker-password")
     secret.chmod(0o600)
-    w = make_web_hub(tmp_path, extra=f'[mqtt]\nhost = "10.0.0.2"\nusername = "hub1"\n'
+    w = make_web_hub(tmp_path, extra=f'[mqtt]\nhost = "10.0.0.2"\ninsecure = true\nusername = "hub1"\n'
                                      f'password_file = "{secret}"\n')
     c = w.app.test_client()
     login(c)

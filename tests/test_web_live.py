@@ -133,12 +133,19 @@ def test_resume_with_last_event_id_sends_what_was_missed(served: Served) -> None
 
 
 def test_open_streams_are_capped_and_slots_come_back(served: Served) -> None:
-    s = served.session()
+    s, other = served.session(), served.session()  # two logins
     live = served.web.app.extensions["hubd.live"]
-    streams = [SSE(s, f"{served.url}/api/stream") for _ in range(live.max_streams)]
+    # One login cannot take every slot: it holds its share at most (issue 15).
+    streams = [SSE(s, f"{served.url}/api/stream") for _ in range(live.max_per_owner)]
     for sse in streams:
         sse.next("comment")
+    assert live.max_per_owner < live.max_streams
     r = s.get(f"{served.url}/api/stream", timeout=10)
+    assert r.status_code == 503 and "for one login" in r.json()["error"]["message"]
+    streams += [SSE(other, f"{served.url}/api/stream") for _ in range(live.max_streams - live.max_per_owner)]
+    for sse in streams:
+        sse.next("comment")
+    r = other.get(f"{served.url}/api/stream", timeout=10)
     assert r.status_code == 503 and r.headers["Retry-After"]
     assert "too many live streams" in r.json()["error"]["message"]
     # Ordinary requests still get a worker while every stream slot is taken.

@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -202,6 +203,39 @@ def test_failed_logins_are_throttled(app: Flask) -> None:
         assert c.post("/api/login", json={"user": OPERATOR[0], "password": "wrong"}).status_code == 401
     r = c.post("/api/login", json={"user": OPERATOR[0], "password": OPERATOR[1]})
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+
+
+def test_guessing_from_many_addresses_slows_an_account_but_never_locks_its_owner_out(app: Flask) -> None:
+    c = app.test_client()
+
+    def login(password: str, addr: str) -> Any:
+        return c.post("/api/login", json={"user": OPERATOR[0], "password": password},
+                      environ_base={"REMOTE_ADDR": addr})
+
+    for n in range(4):  # four times the per-address limit (2), from four addresses
+        for _ in range(2):
+            assert login("wrong", f"10.0.0.{n}").status_code == 401
+    assert login(OPERATOR[1], "10.0.0.0").status_code == 429  # an address that guessed waits
+    auth = app.extensions["hubd.auth"]
+    now = [time.monotonic()]
+    auth.throttle.clock = lambda: now[0]
+    assert login(OPERATOR[1], "10.0.0.9").status_code == 200  # the owner, elsewhere, gets in
+    r = login("wrong", "10.0.0.10")
+    assert r.status_code in (401, 429)
+    r = login(OPERATOR[1], "10.0.0.11")  # paced: one try every LoginSettings.pace seconds
+    if r.status_code == 429:
+        assert int(r.headers["Retry-After"]) <= 3
+        now[0] += 2.5
+        r = login(OPERATOR[1], "10.0.0.11")
+    assert r.status_code == 200
+
+
+def test_logout_ends_every_session_of_the_account(app: Flask) -> None:
+    laptop, phone = app.test_client(), app.test_client()
+    token = api_login(laptop, OPERATOR)
+    api_login(phone, OPERATOR)
+    assert laptop.post("/api/logout", headers={"X-CSRF-Token": token}).status_code == 200
+    assert phone.get("/api/me").status_code == 401
 
 
 def test_the_openapi_document_has_the_apps_roles_and_cookie(app: Flask) -> None:

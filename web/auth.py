@@ -5,9 +5,13 @@ makes it public; every state-changing request (POST and friends) needs a CSRF to
 a role that may change state, unless the policy lets any role call it.  The session
 cookie is signed, HttpOnly and SameSite=Strict; it names the user and the account's
 session epoch, and the role and epoch are read from the app's ``Accounts`` on every
-request, so removing a user, or anything that moves the epoch (the hub: a new password),
-ends their sessions at once.  HTTP Basic credentials are accepted on safe methods only
-(``/metrics`` scrapers, scripts), never for changes.
+request, so removing a user, or anything that moves the epoch (a new password, a logout:
+``Accounts.end_sessions``), ends every session of that account at once, on the server: an
+old cookie and its CSRF token are worth nothing after it.  HTTP Basic credentials are
+accepted on safe methods only (``/metrics`` scrapers, scripts), never for changes.
+
+Failed logins slow guessing per address and per account (``Throttle``, ``Auth._wait``) but
+never lock the account's owner out from another address.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class Accounts(Protocol):
         """The account's role and session epoch, or None if there is no such account."""
         ...
 
+    def end_sessions(self, name: str) -> None:
+        """Move the account's session epoch: every session of it ends (a logout)."""
+        ...
+
 
 @dataclass(frozen=True)
 class User:
@@ -69,10 +77,12 @@ class User:
 @dataclass(frozen=True)
 class LoginSettings:
     session_hours: float = 12.0
-    #: Failed logins per address within ``lockout`` seconds before logins from it are refused
-    #: (per user name: four times as many).
+    #: Failed logins per address within ``lockout`` seconds before logins from it are refused.
+    #: Per account, four times as many make it "under attack": then an address that failed on
+    #: it waits the window out, and any other address may try once every ``pace`` seconds.
     max_failures: int = 5
     lockout: float = 300.0
+    pace: float = 2.0
 
 
 class Throttle:
@@ -86,6 +96,7 @@ class Throttle:
         self.clock = clock
         self.max_keys = max_keys
         self._fails: OrderedDict[str, deque[float]] = OrderedDict()
+        self._turns: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
     def _recent(self, key: str, now: float) -> deque[float]:
@@ -122,6 +133,24 @@ class Throttle:
             for key in keys:
                 self._fails.pop(key, None)
 
+    def count(self, key: str) -> int:
+        """Failures of ``key`` within the window."""
+        with self._lock:
+            return len(self._recent(key, self.clock()))
+
+    def take_turn(self, key: str, pace: float) -> float:
+        """0 and a turn taken if ``key`` has had none for ``pace`` seconds, else the seconds
+        until the next one."""
+        now = self.clock()
+        with self._lock:
+            last = self._turns.get(key)
+            if last is not None and now - last < pace:
+                return last + pace - now
+            self._turns[key] = now
+            while len(self._turns) > self.max_keys:
+                self._turns.popitem(last=False)
+            return 0.0
+
 
 class Auth:
     """Logins and sessions over the app's accounts, by the app's policy."""
@@ -132,26 +161,39 @@ class Auth:
         self.settings = settings
         self.throttle = Throttle(settings.lockout)
 
-    def _limits(self, name: str, addr: str) -> dict[str, int]:
-        # Per address the configured limit; per name a looser one, so that one stranger on
-        # the LAN cannot lock a manager out at 2 a.m. (the CLI always works anyway).
+    def _wait(self, name: str, addr: str) -> float:
+        """Seconds before a login for ``name`` from ``addr`` may be tried (0: now).
+
+        Per address, ``max_failures`` within the window block it. Per account, four times as
+        many (from any addresses) put it under attack; then an address that has failed on it
+        waits the window out, and every other address gets one try each ``pace`` seconds: a
+        guesser with many addresses is slowed to that pace, and the account's owner, at
+        another address, still gets in (after a few seconds at most). Nothing locks it."""
         n = self.settings.max_failures
-        return {f"addr:{addr}": n, f"name:{name.lower()}": 4 * n}
+        account = f"name:{name.lower()}"
+        limits = {f"addr:{addr}": n}
+        under_attack = self.throttle.count(account) >= 4 * n
+        if under_attack:
+            limits[f"{account}|addr:{addr}"] = 1
+        wait = self.throttle.retry_after(limits)
+        if wait <= 0 and under_attack:
+            wait = self.throttle.take_turn(account, self.settings.pace)
+        return wait
 
     def check_password(self, name: str, password: str, addr: str) -> User:
         """The user for these credentials, or ApiError 401/429 saying why not."""
-        limits = self._limits(name, addr)
-        wait = self.throttle.retry_after(limits)
+        account = f"name:{name.lower()}"
+        wait = self._wait(name, addr)
         if wait > 0:
             log.warning("login for %r from %s refused: too many failures", name, addr)
             raise ApiError("throttled", f"too many failed logins; try again in {int(wait) + 1} s",
                            headers={"Retry-After": str(int(wait) + 1)})
         role = self.accounts.verify(name, password) if name and password else None
         if role is None:
-            self.throttle.failed(list(limits))
+            self.throttle.failed([f"addr:{addr}", account, f"{account}|addr:{addr}"])
             log.warning("failed login for %r from %s", name, addr)
             raise ApiError("unauthenticated", "wrong user name or password")
-        self.throttle.succeeded([f"name:{name.lower()}"])
+        self.throttle.succeeded([account, f"{account}|addr:{addr}"])
         log.info("login %s (%s) from %s", name, role, addr)
         return User(name, role)
 
@@ -188,6 +230,15 @@ class Auth:
 
 def auth() -> Auth:
     return current_app.extensions["hubd.auth"]
+
+
+def session_owner() -> str | None:
+    """Who holds this request's login: its session (each login is its own), or the account of
+    HTTP Basic credentials; None for nobody."""
+    if isinstance(session.get("csrf"), str) and session.get("user"):
+        return f"session:{session['csrf']}"
+    user = current_user()
+    return f"basic:{user.name}" if user is not None else None
 
 
 def current_user() -> User | None:
@@ -296,9 +347,19 @@ def login_post() -> Any:
     return redirect(safe_next(nxt), code=303)
 
 
+def _end_sessions() -> None:
+    """Log out: every session of this account ends on the server (its epoch moves), not only
+    this browser's cookie."""
+    user = current_user()
+    if user is not None:
+        auth().accounts.end_sessions(user.name)
+        log.info("logout %s: every session of the account ended", user.name)
+    session.clear()
+
+
 @bp.post("/logout")
 def logout() -> Any:
-    session.clear()
+    _end_sessions()
     return redirect(url_for("auth.login"), code=303)
 
 
@@ -316,7 +377,7 @@ def api_login() -> Any:
 
 @bp.post("/api/logout")
 def api_logout() -> Any:
-    session.clear()
+    _end_sessions()
     return {"ok": True}
 
 

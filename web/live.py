@@ -8,7 +8,8 @@ overflows (a stalled client) is not fed further; it catches up from the backlog 
 ``seq`` instead, so nothing is lost.  Each message's SSE id is its ``seq``: a browser
 that reconnects sends ``Last-Event-ID`` and gets what it missed from the backlog.  A
 heartbeat comment keeps proxies and dead-client detection going; the number of open
-streams is capped because each holds one waitress worker thread.
+streams is capped because each holds one waitress worker thread, and one owner (a login
+session) may hold at most half of them, so it cannot take every slot from the others.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def format_sse(msg: Message) -> str:
 
 
 class Stream:
-    def __init__(self) -> None:
+    def __init__(self, owner: str | None = None) -> None:
+        self.owner = owner
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_SIZE)
         self.overflowed = False
 
@@ -91,12 +93,20 @@ class LiveHub:
                 s.overflowed = True
                 self.dropped += 1
 
-    def open(self) -> Stream | None:
-        """Claim a stream slot, or None when all are taken."""
+    @property
+    def max_per_owner(self) -> int:
+        """Streams one owner may hold at once: half of them (at least one)."""
+        return max(1, (self.max_streams + 1) // 2)
+
+    def open(self, owner: str | None = None) -> Stream | None:
+        """Claim a stream slot for ``owner`` (a login session), or None when all are taken, or
+        ``owner`` holds its share already."""
         with self._lock:
             if self._closed or len(self._streams) >= self.max_streams:
                 return None
-            s = Stream()
+            if owner is not None and sum(1 for s in self._streams if s.owner == owner) >= self.max_per_owner:
+                return None
+            s = Stream(owner)
             self._streams.add(s)
             return s
 
@@ -173,9 +183,10 @@ class StreamBody:
         self._live.release(self._stream)
 
 
-def sse_response(live: LiveHub) -> Response:
+def sse_response(live: LiveHub, owner: str | None = None) -> Response:
     """The live stream for this request, resumed after its ``Last-Event-ID`` header or
-    ``after`` query parameter; ApiError 400 for a bad one, 503 when every slot is taken."""
+    ``after`` query parameter; ApiError 400 for a bad one, 503 when every slot is taken or
+    ``owner`` (the login session, ``hubd.web.auth.session_owner()``) holds its share."""
     last = request.headers.get("Last-Event-ID") or request.args.get("after")
     last_seq = None
     if last:
@@ -186,10 +197,11 @@ def sse_response(live: LiveHub) -> Response:
                 from None
         if last_seq < 0:
             raise ApiError("bad_request", "Last-Event-ID/after must not be negative")
-    s = live.open()
+    s = live.open(owner)
     if s is None:
-        raise ApiError("unavailable", f"too many live streams open ({live.max_streams}); "
-                                      "the page still works by reloading", headers={"Retry-After": "30"})
+        raise ApiError("unavailable", f"too many live streams open ({live.max_streams}, at most "
+                                      f"{live.max_per_owner} for one login); the page still works by "
+                                      "reloading", headers={"Retry-After": "30"})
     resp = Response(StreamBody(live, s, last_seq), mimetype="text/event-stream")
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Accel-Buffering"] = "no"

@@ -31,16 +31,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from mesh_lab import FAST_MESH
+from mqtt_support import CENTRE_KEY, trust_section, write_hub_key
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support import HubProcess, Mosquitto, free_port, hub_config, wait_for
 
+from hubd import contract
 from hubd.control import ControlError, send_command
 from hubd.radio.frames import write_key
 from hubd.radio.meshsim import SimAir, SimNode
 
-ROOT = "safercom/v1"
+ROOT = "safercom/v2"
 WARD = "ward-7"
 
 #: What a central deployment needs of its broker: the centre's persistent session and its
@@ -76,11 +78,11 @@ class Centre:
     """The central server's consumer: every hub's events, statuses and replies of the ward.
 
     ``events`` keeps the first copy of each event id; ``copies`` counts every arrival, so a
-    test can see that duplicates happened and were absorbed."""
+    test can see that duplicates happened and were absorbed. Commands are signed with the
+    test centre's key (contract version 2); a hub replies on its own ``reply`` topic."""
 
     def __init__(self, host: str, port: int, *, root: str = ROOT, ward: str = WARD):
         self.base = f"{root}/{ward}"
-        self.reply_topic = f"{self.base}/centre/reply"
         self.events: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
         self.copies: defaultdict[str, int] = defaultdict(int)
@@ -105,7 +107,7 @@ class Centre:
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:  # noqa: ANN001
         if not reason.is_failure:
             client.subscribe([(f"{self.base}/+/events", 1), (f"{self.base}/+/status", 1),
-                              (self.reply_topic, 1)])
+                              (f"{self.base}/+/reply", 1)])
 
     def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
         try:
@@ -115,7 +117,7 @@ class Centre:
                 self.invalid.append((msg.topic, bytes(msg.payload)))
             return
         with self._lock:
-            if msg.topic == self.reply_topic:
+            if msg.topic.endswith("/reply"):
                 corr = getattr(msg.properties, "CorrelationData", None)
                 if corr is not None:
                     self.replies[bytes(corr)] = body
@@ -166,17 +168,17 @@ class Centre:
     # commands
 
     def command(self, hub: str, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-        """Send a command and wait for its reply, sending it again (same id) if no reply comes:
-        the hub answers a repeated id from its store instead of applying it twice."""
-        request = {"id": f"c-{uuid.uuid4().hex[:12]}", **request}
+        """Send a command (signed) and wait for its reply, sending it again (the same bytes) if no
+        reply comes: the hub answers a repeated id from its store instead of applying it twice."""
+        signed = contract.sign("command", contract.command_payload_v2(
+            id=f"c-{uuid.uuid4().hex[:12]}", hub=hub, time=time.time(), by="operator:chaos", **request),
+            CENTRE_KEY)
         correlation = uuid.uuid4().bytes
         props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.reply_topic
         props.CorrelationData = correlation
         deadline = time.monotonic() + timeout
         while True:
-            self.client.publish(f"{self.base}/{hub}/cmd", json.dumps(request).encode(), qos=1,
-                                properties=props)
+            self.client.publish(f"{self.base}/{hub}/cmd", contract.dumps(signed), qos=1, properties=props)
             resend = time.monotonic() + 5.0
             while time.monotonic() < min(resend, deadline):
                 with self._lock:
@@ -420,6 +422,8 @@ class Ward:
                 timers = "\n".join(f"{k} = {v}" for k, v in self.mesh_options.items())
                 extra += (f'\n[mesh]\nconnection = "tcp:127.0.0.1:{radios[i].port}"\n'
                           f'key_file = "{self.base / "network.key"}"\n{timers}\n')
+            extra += trust_section(self.ids)  # every hub believes the others and the centre
+            write_hub_key(tmp / "state", hub_id)
             cfg = hub_config(tmp, hub_id=hub_id, ward=WARD, web=False, buttons=self._buttons(), extra=extra,
                              protocol=f"cancel_window = 30\nescalation = {self.escalation}")
             proc = HubProcess(cfg, env={"HUBD_CLOCK_SYNCED": "1"})
@@ -663,10 +667,16 @@ class Workload:
                     continue
             if result["ok"]:
                 return
-            if retried and result["error"]["code"] == "illegal_transition":
+            code = result["error"]["code"]
+            # "replayed": the hub had taken the command in (its id is seen before it runs) when it
+            # was killed, before its reply went out; if it did not get to apply it, a new command
+            # (a new id) is the centre's way to try again.
+            if (retried or code == "replayed") and code in ("illegal_transition", "replayed"):
                 state = next(a["state"] for a in node.alerts() if a["id"] == request["alert"])
                 if state in accept:
                     return
+                if code == "replayed":
+                    continue
             raise AssertionError(f"{node.id}: {request} refused: {result}")
 
 

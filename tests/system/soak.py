@@ -42,6 +42,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 import requests  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from hubd import contract  # noqa: E402
 from hubd.commands import CommandProcessor  # noqa: E402
 from hubd.config import parse_config  # noqa: E402
 from hubd.daemon import Daemon  # noqa: E402
@@ -60,6 +61,8 @@ PRUNE_EVERY = 6 * 3600.0
 RETENTION_HOURS = 4.0
 ALERTS_PER_DAY = 96
 NEIGHBOUR_EVENTS_PER_DAY = 2000
+#: The neighbour's signing key (its public half is in the soaked hub's [trust] hubs).
+HUB_2 = contract.generate_private_key()
 
 
 def rss_kb() -> int:
@@ -86,7 +89,10 @@ def main(port: int, out: Path, hours: float, seconds: float) -> int:
         "hub": {"ward": "ward-7", "id": "hub-1", "state_dir": str(base), "runtime_dir": str(base / "run")},
         "camera": {"backend": "none"}, "web": {"enabled": False},
         "protocol": {"cancel_window": 30, "escalation": [s / f for s in ESCALATION]},
-        "mqtt": {"host": "127.0.0.1", "port": port, "neighbours": ["hub-2"], "keepalive": 30},
+        # Time runs F times faster: so may the neighbour (2000 events a day are ~30 a second here).
+        "mqtt": {"host": "127.0.0.1", "port": port, "neighbours": ["hub-2"], "keepalive": 30,
+                 "neighbour_rate": 10000, "neighbour_burst": 10000},
+        "trust": {"hubs": {"hub-2": contract.public_key_text(HUB_2)}},
         "mesh": {"connection": f"tcp:127.0.0.1:{mine.port}", "key_file": str(key_file), "duty_cycle": 1.0,
                  "beacon_interval": 1.0, "ack_timeout": 2.0, "retry_initial": 0.5, "retry_max": 4.0},
     })
@@ -162,9 +168,10 @@ def main(port: int, out: Path, hours: float, seconds: float) -> int:
     def neighbour_event() -> None:
         seq[0] += 1
         t = time.time()
-        env = {"v": 1, "id": f"hub-2:e{seq[0]}", "type": "component.ok", "time": t, "ward": "ward-7",
-               "hub": "hub-2", "actor": "soak", "data": {"n": seq[0], "pad": "x" * 200}}
-        neighbour.publish("safercom/v1/ward-7/hub-2/events", json.dumps(env), qos=1)
+        env = contract.event_envelope_v2(id=f"hub-2:e{seq[0]}", type="component.ok", time=t, ward="ward-7",
+                                         hub="hub-2", actor="soak", data={"n": seq[0], "pad": "x" * 200})
+        neighbour.publish("safercom/v2/ward-7/hub-2/events",
+                          contract.dumps(contract.sign("event", env, HUB_2)), qos=1)
         counts["neighbour_events"] += 1
 
     def prune() -> None:

@@ -26,14 +26,14 @@ def test_a_late_acknowledgement_in_the_same_second_does_not_reopen_a_resolved_al
     try:
         for env in (heard("raised", "raised", 1000.0), heard("resolved", "resolved", 1000.0, "genuine"),
                     heard("acknowledged", "acknowledged", 1000.0)):
-            assert hub.ingest_remote(env, via="mesh")
+            assert hub.ingest_remote(env, via="mqtt", trust="signed")
         alert = store.get_alert("hub-9:1")
         assert (alert.state, alert.outcome) == ("resolved", "genuine")
         # Every event is still in the log, in the order heard.
         assert [e["type"] for e in store.events(alert_id="hub-9:1")] == [
             "alert.raised", "alert.resolved", "alert.acknowledged"]
         # A late escalation of a raised alert does not reopen an acknowledged one either...
-        assert hub.ingest_remote(heard("escalated", "raised", 1001.0, level=1), via="mesh")
+        assert hub.ingest_remote(heard("escalated", "raised", 1001.0, level=1), via="mqtt", trust="signed")
         assert store.get_alert("hub-9:1").state == "resolved"
     finally:
         hub.stop()
@@ -43,12 +43,14 @@ def test_a_late_acknowledgement_in_the_same_second_does_not_reopen_a_resolved_al
 def test_escalation_and_later_states_still_move_a_neighbours_alert_forward(tmp_path: Path) -> None:
     hub, store = local_hub(tmp_path)
     try:
-        hub.ingest_remote(heard("raised", "raised", 1000.0), via="mqtt")
-        hub.ingest_remote(heard("escalated", "raised", 1060.0, level=1), via="mqtt")
+        hub.ingest_remote(heard("raised", "raised", 1000.0), via="mqtt", trust="signed")
+        hub.ingest_remote(heard("escalated", "raised", 1060.0, level=1), via="mqtt", trust="signed")
         assert store.get_alert("hub-9:1").level == 1
-        hub.ingest_remote(heard("acknowledged", "acknowledged", 1070.0, level=1), via="mqtt")
+        hub.ingest_remote(heard("acknowledged", "acknowledged", 1070.0, level=1), via="mqtt",
+                          trust="signed")
         assert store.get_alert("hub-9:1").state == "acknowledged"
-        hub.ingest_remote(heard("resolved", "resolved", 1080.0, "false_alarm", level=1), via="mqtt")
+        hub.ingest_remote(heard("resolved", "resolved", 1080.0, "false_alarm", level=1), via="mqtt",
+                          trust="signed")
         assert (store.get_alert("hub-9:1").state, store.get_alert("hub-9:1").outcome) == (
             "resolved", "false_alarm")
     finally:

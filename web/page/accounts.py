@@ -19,3 +19,6 @@ class UserAccounts:
     def account(self, name: str) -> Account | None:
         found = self.users.session_epoch(name)
         return Account(role=found[0], epoch=found[1]) if found else None
+
+    def end_sessions(self, name: str) -> None:
+        self.users.end_sessions(name)

@@ -167,7 +167,7 @@ def config() -> Any:
 
 @bp.get("/stream")
 def stream() -> Any:
-    return sse_response(live())
+    return sse_response(live(), owner=auth.session_owner())
 
 
 @bp.get("/openapi.json")

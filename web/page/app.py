@@ -53,6 +53,7 @@ def create_app(hub: Hub, processor: CommandProcessor, *, secret_key: bytes,
     app.extensions.update({"hubd.hub": hub, "hubd.processor": processor, live_streams.EXTENSION: live,
                            "hubd.metrics": metrics})
 
+    app.jinja_env.globals["hub_id"] = hub.hub_id  # the live toast tells a neighbour's alert by it
     app.register_blueprint(api.bp)
     views.init_app(app)
 

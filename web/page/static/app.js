@@ -84,7 +84,8 @@
       lastSeq = m.lastEventId || lastSeq;
       if (ev.type === "alert.raised" && ev.alert) {
         const where = ev.alert.zone || ev.alert.source;
-        toast("ALERT " + ev.alert.kind.toUpperCase() + " · " + where + (ev.alert.remote ? " (hub " + ev.alert.hub + ")" : ""),
+        const other = ev.alert.hub !== liveEl.dataset.hub;  // a neighbour's (heard over MQTT or the mesh)
+        toast("ALERT " + ev.alert.kind.toUpperCase() + " · " + where + (other ? " (hub " + ev.alert.hub + ")" : ""),
               "alarm", 10000);
         if (navigator.vibrate) navigator.vibrate([300, 100, 300]);
       }
