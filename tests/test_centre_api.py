@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from support import Mosquitto, wait_for
 
-from hubd.centre import registry
+from hubd import contract
+from hubd.centre import queries, registry
 from hubd.centre.accounts import Accounts
 from hubd.centre.api import create_app
 from hubd.centre.registry import HubRecord
@@ -226,3 +228,24 @@ def test_a_logout_ends_every_session_of_the_account(app: Flask) -> None:
     assert phone.get("/api/alerts").status_code == 200
     assert desk.post("/api/logout", headers=csrf).status_code in (200, 204)
     assert phone.get("/api/alerts").status_code == 401, "the other session outlived the logout"
+
+
+def test_the_page_shows_each_hubs_power_and_enclosure(app: Flask, hubs: FakeHubs, centre: Centre) -> None:
+    """Issue 20 at the centre: a hub on battery with its box open is shown so, beside its alert."""
+    on_battery = contract.status_payload(
+        hub="hub-1", ward="ward-7", time=time.time(), name="Hub hub-1", version="0.1.0", uptime=10.0,
+        clock_synced=True, components={}, outbox={}, open_alerts=1,
+        power={"state": "on_battery", "since": time.time() - 600, "mains": False, "battery": 62.0,
+               "voltage": 3.9, "current": -1.2, "time_left": 4800.0, "undervoltage": False, "throttled": [],
+               "low_at": 25.0, "critical_at": 8.0},
+        tamper={"open": True, "alert": "hub-1:1"})
+    hubs.publish("hub-1", "status", on_battery, retain=True)
+    hubs.publish("hub-1", "events", alert_event("hub-1", 1, time=time.time()))
+    wait_for(lambda: any(h["id"] == "hub-1" and (h.get("status") or {}).get("power")
+                         for h in queries.hubs(centre.store)), 10, message="hub-1's status stored")
+    wait_for(lambda: centre.ingest.stats.stored >= 1, 10, message="hub-1's alert stored")
+    c, _ = login(app, VIEWER)
+    page = c.get("/").get_data(as_text=True)
+    assert "ON BATTERY · 62 % · 1 h 20 min left" in page
+    assert "ENCLOSURE OPEN" in page
+    assert page.count("ON BATTERY") == 2, "in the hubs table and beside hub-1's open alert"
