@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hubd import __version__
-from hubd.config import ConfigError, load_config
+from hubd.config import Config, ConfigError, load_config
 
 SYSTEM_CONFIG = Path("/etc/hubd/hub.toml")
 
@@ -242,18 +242,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return report(run_checks(path, timeout=args.timeout), path, as_json=args.json)
 
 
-def cmd_user(args: argparse.Namespace) -> int:
-    from hubd.store import Store
-    from hubd.users import UserError, Users
-
+def _local_config(args: argparse.Namespace) -> Config | None:
+    """The config, for a command that works on the hub's own files rather than through the
+    daemon; None, having said why, when it is not valid."""
     path = _local_config_path(args)
     try:
-        cfg = load_config(path, check_files=False)
+        return load_config(path, check_files=False)
     except ConfigError as e:
         print(f"hubd: config: {'; '.join(e.errors)}", file=sys.stderr)
         if path == SYSTEM_CONFIG and not path.exists():
             print("hubd: no hub on this machine: give its config with -c FILE, or start `hubd demo`",
                   file=sys.stderr)
+        return None
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from hubd.store import Store
+    from hubd.users import UserError, Users
+
+    cfg = _local_config(args)
+    if cfg is None:
         return 2
     store = Store(cfg.store_path)
     users = Users(store)
@@ -292,10 +300,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from hubd import contract
     from hubd.identity import init_key
 
-    try:
-        cfg = load_config(_config_path(args), check_files=False)
-    except ConfigError as e:
-        print(f"hubd: config: {'; '.join(e.errors)}", file=sys.stderr)
+    cfg = _local_config(args)
+    if cfg is None:
         return 2
     path = cfg.signing_key_path
     try:

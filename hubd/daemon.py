@@ -298,7 +298,7 @@ def run(config: Config, *, on_ready: Callable[[Daemon], None] | None = None,
     daemon = Daemon(config, core_stale_after=core_stale_after)
     try:
         daemon.start()
-    except (AlreadyRunning, NotPrivate) as e:
+    except (AlreadyRunning, NotPrivate, contract.KeyFileError) as e:
         log.error("cannot start: %s", e)
         daemon.stop()
         return 1

@@ -240,13 +240,15 @@ def _alert(**changes: object) -> Alert:
 def test_the_envelope_is_the_documented_wire_form() -> None:
     event = Event("hub-1:7:raised:0", "alert.raised", 1763712000.12, "hub-1", "button:gate")
     env = event.envelope("ward-7", _alert())
+    # Contract version 2, as hubs send it (before the hub signs it): the wire alert, what the
+    # origin knows, without a receiver's bookkeeping (remote, relayed_by, extra).
     assert contract.dumps(env) == (
-        b'{"v":1,"id":"hub-1:7:raised:0","type":"alert.raised","time":1763712000.12,"ward":"ward-7",'
+        b'{"v":2,"id":"hub-1:7:raised:0","type":"alert.raised","time":1763712000.12,"ward":"ward-7",'
         b'"hub":"hub-1","actor":"button:gate","data":{},'
         b'"alert":{"id":"hub-1:7","hub":"hub-1","seq":7,"kind":"panic","source":"gate","zone":"Market gate",'
         b'"state":"raised","outcome":null,"level":0,"silent":false,"raised_at":1763712000.12,'
-        b'"updated_at":1763712000.12,"remote":false,"relayed_by":null,"extra":{},"severity":1}}')
-    assert not problems("event", env)
+        b'"updated_at":1763712000.12,"severity":1}}')
+    assert not problems("event-v2", env)
     assert "alert" not in Event("hub-1:e3", "siren.test", 1.0, "hub-1", "system").envelope("ward-7", None)
 
 

@@ -449,8 +449,9 @@ def test_envelopes_must_agree_with_themselves() -> None:
         _refusal(sign("event", bad, HUB1), "bad_request")
     _refusal(sign("event", {**env, "v": 1}, HUB1), "unsupported_version")
     _refusal([env], "bad_request")
-    # Version 1, as hubs send today, is no signed envelope.
-    v1 = Event("hub-1:e3", "siren.test", 1.0, "hub-1", "system").envelope("ward-7", None)
+    # Version 1, as hubs sent before, is no signed envelope.
+    v1 = contract.event_envelope(id="hub-1:e3", type="siren.test", time=1.0, ward="ward-7", hub="hub-1",
+                                 actor="system", data={})
     _refusal(v1, "unsupported_version")
 
 
