@@ -22,12 +22,13 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from centre_support import CentreProcess, PostgresServer, write_centre_config
-from mqtt_support import CENTRAL, LocalHub, local_hub, undelivered
+from mqtt_support import CENTRAL, LocalHub, hub_key, local_hub, undelivered
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from support import Mosquitto, free_port, wait_for
 
+from hubd import contract
 from hubd.centre import registry, tables
 from hubd.centre.registry import HubRecord
 from hubd.centre.store import Store
@@ -50,7 +51,7 @@ class ReceiptWatch:
                                   protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(1, 1)
         ready = threading.Event()
-        self.client.on_connect = lambda c, *a: c.subscribe("safercom/v1/+/+/receipt", 1)
+        self.client.on_connect = lambda c, *a: c.subscribe("safercom/+/+/+/receipt", 1)
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
@@ -109,7 +110,9 @@ class Scene:
         self.broker = Mosquitto(tmp / "broker", extra_conf=BROKER_CONF).start()
         store = Store.open(url)
         for hub in HUBS:
-            registry.enrol(store, HubRecord(id=hub, ward="ward-7"), by="test")
+            # Enrolled with the key each hub signs with (contract v2): its events are believed.
+            registry.enrol(store, HubRecord(id=hub, ward="ward-7",
+                                            public_key=contract.public_key_text(hub_key(hub))), by="test")
         store.close()
         self.receipts = ReceiptWatch(self.broker.port)
         self.centre = CentreProcess(write_centre_config(tmp / "centre", port=self.broker.port, url=url,
