@@ -55,7 +55,7 @@ def checkout_copy(tmp: Path) -> Path:
     """A copy of this checkout, so a test can make it 'newer' for the upgrade."""
     src = tmp / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "node_modules")
-    for name in ("hubd", "sensors", "radio", "web", "systemd"):
+    for name in ("hubd", "sensors", "radio", "web", "centre", "systemd"):
         shutil.copytree(REPO / name, src / name, ignore=ignore)
     for name in ("install.sh", "pyproject.toml", "README.md", "LICENSE"):
         if (REPO / name).exists():
