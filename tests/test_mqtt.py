@@ -564,7 +564,9 @@ def test_the_status_heartbeat_keeps_its_rate_whatever_the_drain_loop_latency(tmp
     wait_for(lambda: link.status()["connected"], 15, message="connected")
     wait_for(lambda: beats, 10, message="the status published on connecting")
     start, first = clock.monotonic(), len(beats)  # the drain's schedule starts here: 60, 120, 180...
-    for n, late in [(1, 20.0), (2, 0.0), (3, 59.0), (4, 0.5)]:
+    interval = link.STATUS_INTERVAL
+    # Late by a third of an interval, not at all, by all but a second of one, by half a second.
+    for n, late in [(1, interval / 3), (2, 0.0), (3, interval - 1.0), (4, 0.5)]:
         clock.now = start + n * link.STATUS_INTERVAL + late  # the loop woke `late` s after the due time
         link._wake.set()
         wait_for(lambda n=n: len(beats) - first >= n, 10,
